@@ -1,0 +1,154 @@
+"""Cheap argument checks used at public entry points.
+
+Shape and dtype checks read only tensor metadata and are always on. Value checks (NaN/Inf
+detection) read tensor data, which forces a device synchronisation on CUDA; they are on by default
+and can be switched off for speed with :func:`set_value_checks` or the
+``SPATIALMEM_VALUE_CHECKS=0`` environment variable.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_finite",
+    "check_images",
+    "check_same_batch",
+    "check_tensor",
+    "set_value_checks",
+    "value_checks",
+    "value_checks_enabled",
+]
+
+_VALUE_CHECKS = os.environ.get("SPATIALMEM_VALUE_CHECKS", "1").strip().lower() not in {
+    "0",
+    "false",
+    "no",
+    "off",
+}
+
+
+def value_checks_enabled() -> bool:
+    """Whether NaN/Inf checks on inputs are active."""
+    return _VALUE_CHECKS
+
+
+def set_value_checks(enabled: bool) -> None:
+    """Turn the NaN/Inf input checks on or off globally.
+
+    Args:
+        enabled: ``False`` skips every check that reads tensor values (and would synchronise
+            with the GPU); shape checks stay on.
+    """
+    global _VALUE_CHECKS
+    _VALUE_CHECKS = bool(enabled)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_value_checks` that restores the previous setting."""
+    previous = _VALUE_CHECKS
+    set_value_checks(enabled)
+    try:
+        yield
+    finally:
+        set_value_checks(previous)
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"object of type {type(x).__name__}"
+
+
+def check_tensor(
+    name: str,
+    x: object,
+    *,
+    ndim: int | None = None,
+    floating: bool | None = None,
+    dims: dict[int, int] | None = None,
+    expected: str | None = None,
+) -> Tensor:
+    """Validate that ``x`` is a tensor with the given rank, kind and fixed dimensions.
+
+    Args:
+        name: argument name used in the error message.
+        x: the value to check.
+        ndim: required number of dimensions.
+        floating: require a floating (``True``) or non-floating (``False``) dtype.
+        dims: required sizes of some dimensions, ``{axis: size}`` (negative axes allowed).
+        expected: human description of the expected layout, e.g. ``"B 3 H W"``.
+
+    Returns:
+        ``x`` unchanged, typed as a tensor.
+
+    Raises:
+        TypeError: ``x`` is not a tensor or has the wrong kind of dtype.
+        ValueError: wrong rank or dimension sizes.
+    """
+    want = f" (expected {expected})" if expected else ""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor{want}, got {_describe(x)}")
+    if floating is True and not x.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype{want}, got {_describe(x)}")
+    if floating is False and x.is_floating_point():
+        raise TypeError(f"`{name}` must have an integer or bool dtype{want}, got {_describe(x)}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"`{name}` must have {ndim} dimensions{want}, got {_describe(x)}")
+    for axis, size in (dims or {}).items():
+        if x.shape[axis] != size:
+            raise ValueError(
+                f"`{name}` must have size {size} in dimension {axis}{want}, got {_describe(x)}"
+            )
+    return x
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when value checks are off)."""
+    if not _VALUE_CHECKS or not x.is_floating_point():
+        return
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"`{name}` contains {n_bad} NaN/Inf values ({_describe(x)}); "
+            "disable this check with spatialmem.set_value_checks(False) if intended"
+        )
+
+
+def check_images(name: str, x: object, patch_size: int, channels: int = 3) -> Tensor:
+    """Validate a batch of images ``Float[Tensor, "B C H W"]`` for a patch-based model.
+
+    Checks rank, the channel count, a floating dtype, ``H`` and ``W`` divisible by
+    ``patch_size`` and (when value checks are on) finite values.
+    """
+    x = check_tensor(
+        name, x, ndim=4, floating=True, dims={1: channels}, expected=f"B {channels} H W"
+    )
+    h, w = x.shape[-2:]
+    if h % patch_size or w % patch_size or h == 0 or w == 0:
+        raise ValueError(
+            f"`{name}` height and width must be positive multiples of the patch size "
+            f"{patch_size}, got H={h}, W={w} ({_describe(x)})"
+        )
+    check_finite(name, x)
+    return x
+
+
+def check_same_batch(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` unless all tensors share their first (batch) dimension."""
+    sizes = [t.shape[0] for t in tensors]
+    if len(set(sizes)) > 1:
+        detail = ", ".join(f"`{n}` {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
+        raise ValueError(f"arguments must have the same batch size, got {detail}")
+
+
+def check_same_shape(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` unless all tensors have exactly the same shape."""
+    shapes = [tuple(t.shape) for t in tensors]
+    if len(set(shapes)) > 1:
+        detail = ", ".join(f"`{n}` {s}" for n, s in zip(names, shapes, strict=True))
+        raise ValueError(f"arguments must have the same shape, got {detail}")

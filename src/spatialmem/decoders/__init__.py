@@ -1,0 +1,5 @@
+"""Cross-view decoders."""
+
+from spatialmem.decoders.twin import TwinDecoder
+
+__all__ = ["TwinDecoder"]

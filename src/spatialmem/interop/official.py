@@ -1,0 +1,141 @@
+"""Building spatialmem models from the official constructor arguments."""
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spatialmem.heads.postprocess import ConfMode, DepthMode
+from spatialmem.interop.checkpoint import load_checkpoint
+from spatialmem.models import DUSt3R, DUSt3RConfig
+
+__all__ = ["build_official", "dust3r_config_from_official"]
+
+_ROPE = re.compile(r"^RoPE(\d+(?:\.\d+)?)$")
+
+
+def _number(value: Any) -> float:
+    """Official configs write infinite bounds as the strings ``"inf"`` / ``"-inf"``."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value in {"inf", "+inf", "-inf"}:
+            return -math.inf if value.startswith("-") else math.inf
+    return float(value)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
+def _kwargs(args: Mapping[str, Any]) -> Mapping[str, Any]:
+    # A manifest stores {"class_name": ..., "kwargs": {...}}; fixtures store the kwargs flat.
+    if "kwargs" in args and isinstance(args["kwargs"], Mapping):
+        return args["kwargs"]
+    return args
+
+
+def dust3r_config_from_official(args: Mapping[str, Any]) -> DUSt3RConfig:
+    """Translate ``AsymmetricCroCo3DStereo`` constructor arguments into a :class:`DUSt3RConfig`.
+
+    Accepts the kwargs of a published checkpoint's ``args.model`` string (already parsed), a
+    reference manifest's ``constructor`` entry, or a reference fixture's ``config``. Missing
+    entries take the official defaults.
+
+    Raises:
+        ValueError: an option spatialmem does not implement (e.g. ``output_mode`` other than
+            ``pts3d`` or a non-RoPE position embedding).
+    """
+    kw = _kwargs(args)
+    pos_embed = kw.get("pos_embed", "cosine")
+    match = _ROPE.match(str(pos_embed))
+    if not match:
+        raise ValueError(f"unsupported pos_embed {pos_embed!r}: only 'RoPE<base>' is implemented")
+    if kw.get("output_mode", "pts3d") != "pts3d":
+        raise ValueError(f"unsupported output_mode {kw['output_mode']!r}: only 'pts3d'")
+    head = kw.get("head_type", "linear")
+    if head not in ("linear", "dpt"):
+        raise ValueError(f"unsupported head_type {head!r}")
+    n_channels = int(kw.get("dpt_num_channels", 4))
+    if n_channels != 4:
+        raise ValueError(f"unsupported head output channels {n_channels}: expected 3 + conf")
+    patch_size = int(kw.get("patch_size", 16))
+    if "linear_proj_out" in kw and int(kw["linear_proj_out"]) != 4 * patch_size**2:
+        raise ValueError(f"unsupported linear_proj_out {kw['linear_proj_out']}")
+    patch_cls = kw.get("patch_embed_cls", "PatchEmbedDust3R")
+    landscape_only = bool(kw.get("landscape_only", True))
+    if not landscape_only:
+        portrait = "native"
+    elif patch_cls == "ManyAR_PatchEmbed":
+        portrait = "transpose"
+    elif patch_cls == "PatchEmbedDust3R":
+        portrait = "legacy_reshape"
+    else:
+        raise ValueError(f"unsupported patch_embed_cls {patch_cls!r}")
+    depth_mode = kw.get("depth_mode", ("exp", "-inf", "inf"))
+    conf_mode = kw.get("conf_mode", ("exp", 1, "inf"))
+    dec_depth = int(kw.get("dec_depth", 8))
+    dpt_extra: dict[str, Any] = {}
+    if "dpt_feature_dim" in kw:
+        dpt_extra["dpt_feature_dim"] = int(kw["dpt_feature_dim"])
+    if "dpt_last_dim" in kw:
+        dpt_extra["dpt_last_dim"] = int(kw["dpt_last_dim"])
+    if "dpt_layer_dims" in kw:
+        dpt_extra["dpt_layer_dims"] = tuple(int(d) for d in kw["dpt_layer_dims"])
+    if "dpt_hooks" in kw:
+        dpt_extra["dpt_hooks"] = tuple(int(h) for h in kw["dpt_hooks"])
+    config = DUSt3RConfig(
+        patch_size=patch_size,
+        enc_embed_dim=int(kw.get("enc_embed_dim", 768)),
+        enc_depth=int(kw.get("enc_depth", 12)),
+        enc_num_heads=int(kw.get("enc_num_heads", 12)),
+        dec_embed_dim=int(kw.get("dec_embed_dim", 512)),
+        dec_depth=dec_depth,
+        dec_num_heads=int(kw.get("dec_num_heads", 16)),
+        mlp_ratio=float(kw.get("mlp_ratio", 4.0)),
+        norm_eps=float(kw.get("norm_layer_eps", 1e-6)),
+        rope_base=float(match.group(1)),
+        norm_other_in_decoder=bool(kw.get("norm_im2_in_dec", True)),
+        head=head,
+        depth_mode=DepthMode(str(depth_mode[0]), _number(depth_mode[1]), _number(depth_mode[2])),
+        conf_mode=ConfMode(str(conf_mode[0]), _number(conf_mode[1]), _number(conf_mode[2])),
+        portrait=portrait,
+        img_size=_pair(kw.get("img_size", 224)),
+        **dpt_extra,
+    )
+    if "dpt_dim_tokens" in kw:
+        hooks = config.resolved_dpt_hooks
+        want = [config.enc_embed_dim if h == 0 else config.dec_embed_dim for h in hooks]
+        if [int(d) for d in kw["dpt_dim_tokens"]] != want:
+            raise ValueError(f"dpt_dim_tokens {kw['dpt_dim_tokens']} do not match hooks {hooks}")
+    return config
+
+
+def build_official(
+    kind: str, args: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None
+) -> nn.Module:
+    """Build the spatialmem equivalent of an official model and load its weights.
+
+    Args:
+        kind: ``"dust3r"`` (``AsymmetricCroCo3DStereo``) or ``"spann3r"``.
+        args: the official constructor arguments, as stored in a reference fixture's ``config``
+            or a manifest's ``constructor``.
+        state_dict: weights with official key names; ``None`` leaves the random initialisation.
+
+    Returns:
+        The model in eval mode, with the weights loaded (strictly: every key must match).
+    """
+    if kind == "dust3r":
+        model: nn.Module = DUSt3R(dust3r_config_from_official(args))
+    elif kind == "spann3r":
+        raise NotImplementedError("build_official('spann3r', ...) arrives with the Spann3R model")
+    else:
+        raise ValueError(f"unknown kind {kind!r}: expected 'dust3r' or 'spann3r'")
+    if state_dict is not None:
+        with torch.no_grad():
+            load_checkpoint(model, state_dict, strict=True)
+    return model.eval()

@@ -1,0 +1,18 @@
+"""Model assemblies, their configurations and the registry."""
+
+from spatialmem.models import zoo as _zoo  # noqa: F401  (registers the entry points)
+from spatialmem.models.config import DUSt3RConfig, PortraitMode, replace_config
+from spatialmem.models.dust3r import DUSt3R, PairOutput, build_head
+from spatialmem.models.registry import create_model, list_models, register_model
+
+__all__ = [
+    "DUSt3R",
+    "DUSt3RConfig",
+    "PairOutput",
+    "PortraitMode",
+    "build_head",
+    "create_model",
+    "list_models",
+    "register_model",
+    "replace_config",
+]

@@ -1,0 +1,63 @@
+"""Shared test configuration: hypothesis profiles and access to the reference fixtures."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# CI must never flake: derandomised, no deadline, bounded example counts.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, max_examples=50)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """Directory holding ``fixtures/`` and ``manifests/`` produced by the official code."""
+    env = os.environ.get("SPATIALMEM_REFERENCE_DIR")
+    return Path(env) if env else _REPO.parent / "shared" / "reference"
+
+
+def load_fixture(filename: str) -> dict[str, Any]:
+    """Load a reference fixture by file name, skipping the test if it is not available."""
+    path = reference_dir() / "fixtures" / filename
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} not available")
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float = 1e-4, what: str = "") -> None:
+    """``torch.testing.assert_close`` with the reference tolerance (atol = rtol = ``tol``)."""
+    torch.testing.assert_close(
+        got, want, atol=tol, rtol=tol, msg=lambda m: f"{what}: {m}" if what else m
+    )
+
+
+@pytest.fixture
+def without_typecheck():
+    """Run with jaxtyping's runtime checks off, as users do by default.
+
+    The library's own always-on argument checks must then produce the error, which is what the
+    bad-input tests are about.
+    """
+    import jaxtyping
+
+    previous = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", previous)

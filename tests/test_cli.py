@@ -1,0 +1,70 @@
+"""The command line and the exports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spatialmem.cli import main
+from spatialmem.data import synthetic_sequence, to_model_range
+from spatialmem.io import write_ply
+
+
+def _read_ply(path: Path) -> tuple[list[str], np.ndarray]:
+    raw = path.read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    header = raw[:end].decode().splitlines()
+    kinds = {"float": "<f4", "uchar": "u1"}
+    fields = [
+        (line.split()[2], kinds[line.split()[1]]) for line in header if line.startswith("property")
+    ]
+    return header, np.frombuffer(raw[end:], dtype=np.dtype(fields))
+
+
+def test_demo_writes_a_point_cloud(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo.ply"
+    assert main(["demo", "--out", str(out), "--height", "32", "--width", "48"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    header, data = _read_ply(out)
+    assert "element vertex 3072" in header and summary["points"] == 3072
+    assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
+
+
+def test_pair_command_reads_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchvision.io import write_png
+
+    frames = synthetic_sequence(2, 40, 56)
+    paths = []
+    for i, f in enumerate(frames):
+        u8 = ((f + 1) / 2 * 255).round().to(torch.uint8)
+        paths.append(tmp_path / f"{i}.png")
+        write_png(u8, str(paths[-1]))
+    out = tmp_path / "pair.ply"
+    args = ["pair", str(paths[0]), str(paths[1]), "--model", "dust3r_tiny_linear"]
+    assert main([*args, "--out", str(out)]) == 0
+    header, _ = _read_ply(out)
+    assert "element vertex 3584" in header  # two 32x56 crops
+
+
+def test_models_command_lists(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "dust3r_vitl*"]) == 0
+    assert capsys.readouterr().out.split() == ["dust3r_vitl_224_linear", "dust3r_vitl_512_dpt"]
+
+
+def test_write_ply_round_trip_and_checks(tmp_path: Path) -> None:
+    pts = torch.randn(5, 3)
+    header, data = _read_ply(write_ply(tmp_path / "a.ply", pts, torch.rand(5, 3), torch.ones(5)))
+    np.testing.assert_allclose(data["y"], pts[:, 1].numpy())
+    assert "property uchar red" in header
+    with pytest.raises(ValueError, match="colors"):
+        write_ply(tmp_path / "b.ply", pts, torch.rand(4, 3))
+
+
+def test_synthetic_frames_overlap_and_normalise() -> None:
+    frames = synthetic_sequence(3, 16, 24, seed=1, step=(0, 2))
+    assert frames.shape == (3, 3, 16, 24) and frames.min() >= -1 and frames.max() <= 1
+    torch.testing.assert_close(frames[1, :, :, :-2], frames[0, :, :, 2:])
+    with pytest.raises(ValueError, match="uint8"):
+        to_model_range(torch.zeros(2, 2, 3))

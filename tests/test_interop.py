@@ -1,0 +1,159 @@
+"""Checkpoint layouts: the published manifests, aliases, and clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_fixture, reference_dir
+from spatialmem import create_model, load_checkpoint
+from spatialmem.interop import (
+    CheckpointError,
+    build_official,
+    dust3r_config_from_official,
+    official_state_dict,
+    save_checkpoint,
+)
+
+MANIFESTS = ["dust3r_vitl_224_linear", "dust3r_vitl_512_dpt"]
+
+
+def _manifest(name: str) -> tuple[dict, list[tuple[str, tuple[int, ...]]]]:
+    base = reference_dir() / "manifests"
+    if not (base / f"{name}.tsv").exists():
+        pytest.skip(f"manifest {name} not available")
+    meta = json.loads((base / f"{name}.json").read_text())
+    rows = []
+    for line in (base / f"{name}.tsv").read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        rows.append((key, tuple(int(s) for s in shape.split(",") if s)))
+    return meta, rows
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_published_layout_round_trips_on_meta(name: str) -> None:
+    meta, rows = _manifest(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    sd = official_state_dict(model)
+    assert {k: tuple(v.shape) for k, v in sd.items()} == dict(rows)
+    assert len(sd) == meta["n_keys"]
+    unique = {id(v) for v in sd.values()}
+    assert len(unique) == meta["n_unique_tensors"]
+    assert sum(p.numel() for p in model.parameters()) == meta["n_params_unique"]
+    for group in meta["alias_groups"]:
+        assert len({id(sd[k]) for k in group}) == 1, group
+    # A published-style checkpoint with those keys (aliases included) loads with nothing left.
+    ckpt = {"model": {k: torch.empty(s, device="meta") for k, s in rows}, "args": None}
+    report = load_checkpoint(model, ckpt)
+    assert report.layout == "official"
+    assert report.missing == [] and report.unexpected == []
+    assert report.loaded == len(model.state_dict())
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_constructor_builds_the_registered_architecture(name: str) -> None:
+    meta, _ = _manifest(name)
+    config = dust3r_config_from_official(meta["constructor"])
+    with torch.device("meta"):
+        registered = create_model(name)
+    assert config.head == registered.config.head
+    for field in ("enc_embed_dim", "enc_depth", "dec_embed_dim", "dec_depth", "dec_num_heads"):
+        assert getattr(config, field) == getattr(registered.config, field)
+    assert config.depth_mode == registered.config.depth_mode
+    assert config.conf_mode == registered.config.conf_mode
+
+
+def test_official_round_trip_preserves_weights(tmp_path: Path) -> None:
+    fx = load_fixture("dust3r_pair_tiny_dpt.pt")
+    model = build_official("dust3r", fx["config"], fx["state_dict"])
+    sd = official_state_dict(model)
+    assert sd.keys() == fx["state_dict"].keys()
+    for key, value in fx["state_dict"].items():
+        assert torch.equal(sd[key], value), key
+    # Published file layout on disk, loaded through the safe unpickler.
+    path = tmp_path / "official.pth"
+    torch.save({"model": sd, "args": "AsymmetricCroCo3DStereo(...)", "epoch": 3}, path)
+    fresh = create_model("dust3r_tiny_dpt", portrait="legacy_reshape")
+    assert load_checkpoint(fresh, path).layout == "official"
+    for (k, a), b in zip(fresh.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_spatialmem_format_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("dust3r_tiny_linear")
+    path = tmp_path / "mine.pt"
+    save_checkpoint(model, path, note="unit test")
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "spatialmem" and payload["config"]["head"] == "linear"
+    other = create_model("dust3r_tiny_linear")
+    assert load_checkpoint(other, path).layout == "spatialmem"
+    for a, b in zip(other.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_missing_and_unexpected_keys_are_reported() -> None:
+    fx = load_fixture("dust3r_pair_tiny_linear.pt")
+    model = create_model("dust3r_tiny_linear")
+    broken = dict(fx["state_dict"])
+    del broken["enc_norm.weight"]
+    broken["some.extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"missing 1 keys: encoder\.norm\.weight") as err:
+        load_checkpoint(model, {"model": broken})
+    assert "unexpected 1 keys: some.extra.weight" in str(err.value)
+    report = load_checkpoint(model, {"model": broken}, strict=False)
+    assert report.missing == ["encoder.norm.weight"]
+    assert report.unexpected == ["some.extra.weight"]
+
+
+def test_shape_mismatch_and_disagreeing_aliases_raise() -> None:
+    fx = load_fixture("dust3r_pair_tiny_dpt.pt")
+    model = create_model("dust3r_tiny_dpt")
+    bad = dict(fx["state_dict"])
+    bad["enc_norm.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_checkpoint(model, bad)
+    bad = dict(fx["state_dict"])
+    key = "downstream_head1.dpt.scratch.layer1_rn.weight"
+    bad[key] = bad[key] + 1
+    with pytest.raises(CheckpointError, match="alias keys"):
+        load_checkpoint(model, bad)
+
+
+def test_unreadable_inputs_raise_clearly(tmp_path: Path) -> None:
+    model = create_model("dust3r_tiny_linear")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(model, tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="unrecognised checkpoint"):
+        load_checkpoint(model, {"epoch": 3, "note": "no weights here"})
+    evil = tmp_path / "evil.pth"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (print, ("this must never run",))
+
+    torch.save({"model": {}, "obj": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(model, evil)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"pos_embed": "cosine"}, "pos_embed"),
+        ({"output_mode": "pts3d+desc24"}, "output_mode"),
+        ({"head_type": "conv"}, "head_type"),
+        ({"patch_embed_cls": "Mystery"}, "patch_embed_cls"),
+    ],
+)
+def test_unsupported_official_options_are_rejected(change: dict, match: str) -> None:
+    fx = load_fixture("dust3r_pair_tiny_linear.pt")
+    with pytest.raises(ValueError, match=match):
+        build_official("dust3r", {**fx["config"], **change})
+
+
+def test_build_official_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        build_official("croco", {})
