@@ -1,0 +1,30 @@
+"""Prediction heads (DPT and linear) and the mapping of their raw output to points/confidences."""
+
+from spatialmem.heads.dpt import DPTHead, FeatureFusionBlock, ResidualConvUnit, default_dpt_hooks
+from spatialmem.heads.linear import LinearHead
+from spatialmem.heads.postprocess import (
+    ConfMode,
+    DepthMode,
+    HeadOutput,
+    map_conf,
+    map_depth,
+    postprocess,
+    unmap_conf,
+    unmap_depth,
+)
+
+__all__ = [
+    "ConfMode",
+    "DPTHead",
+    "DepthMode",
+    "FeatureFusionBlock",
+    "HeadOutput",
+    "LinearHead",
+    "ResidualConvUnit",
+    "default_dpt_hooks",
+    "map_conf",
+    "map_depth",
+    "postprocess",
+    "unmap_conf",
+    "unmap_depth",
+]

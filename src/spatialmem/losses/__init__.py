@@ -1,0 +1,71 @@
+"""Training and evaluation losses for sequence models (Spann3R), composable with ``+`` and ``*``.
+
+Inputs are typed: :class:`StepPredictions` (the per-step pair predictions of a sequence model) and
+:class:`SequenceTarget` (ground-truth points, valid mask and frame 0's pose). Every criterion is a
+:class:`Criterion` returning a :class:`LossOutput` subclass::
+
+    from spatialmem.losses import ConfidenceRegression, ScaleLoss, Spann3RLoss
+
+    criterion = ConfidenceRegression(alpha=0.4) + ScaleLoss()   # = Spann3RLoss(alpha=0.4)
+    out = criterion(pred, target)
+    out.loss.backward()
+
+By default every sample of a batch is normalised and averaged on its own, so a sample's loss does
+not depend on its batch-mates; ``batch_coupled=True`` reproduces the official numbers exactly.
+"""
+
+from spatialmem.losses.base import CombinedCriterion, CombinedOutput, Criterion, LossOutput
+from spatialmem.losses.confidence import ConfidenceRegression, alpha_schedule
+from spatialmem.losses.normalize import (
+    avg_distance_factor,
+    gt_in_camera0,
+    sequence_factors,
+    sequence_pred_factor,
+)
+from spatialmem.losses.regression import (
+    PointRegression,
+    RegressionOutput,
+    RegressionTerms,
+    reduce_terms,
+    regression_terms,
+    term_names,
+)
+from spatialmem.losses.scale import ScaleLoss, ScaleLossOutput, scale_loss
+from spatialmem.losses.scale_shift_inv import (
+    ScaleShiftInvariant,
+    ScaleShiftInvariantOutput,
+    masked_median,
+    median_scale,
+)
+from spatialmem.losses.spann3r import SequenceLossOutput, Spann3RLoss
+from spatialmem.losses.structures import SequenceTarget, StepPredictions
+
+__all__ = [
+    "CombinedCriterion",
+    "CombinedOutput",
+    "ConfidenceRegression",
+    "Criterion",
+    "LossOutput",
+    "PointRegression",
+    "RegressionOutput",
+    "RegressionTerms",
+    "ScaleLoss",
+    "ScaleLossOutput",
+    "ScaleShiftInvariant",
+    "ScaleShiftInvariantOutput",
+    "SequenceLossOutput",
+    "SequenceTarget",
+    "Spann3RLoss",
+    "StepPredictions",
+    "alpha_schedule",
+    "avg_distance_factor",
+    "gt_in_camera0",
+    "masked_median",
+    "median_scale",
+    "reduce_terms",
+    "regression_terms",
+    "scale_loss",
+    "sequence_factors",
+    "sequence_pred_factor",
+    "term_names",
+]

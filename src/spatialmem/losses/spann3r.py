@@ -1,0 +1,111 @@
+"""Spann3R's training objective (paper Eq. 10): confidence-aware regression plus scale loss."""
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from spatialmem._typing import Bool, Float
+from spatialmem.losses.base import Criterion
+from spatialmem.losses.confidence import confidence_output
+from spatialmem.losses.regression import RegressionOutput, _check_options, regression_terms
+from spatialmem.losses.scale import scale_loss
+from spatialmem.losses.structures import SequenceTarget, StepPredictions
+
+__all__ = ["SequenceLossOutput", "Spann3RLoss"]
+
+
+@dataclass(eq=False, kw_only=True)
+class SequenceLossOutput(RegressionOutput):
+    """Result of :class:`Spann3RLoss`: ``loss = conf_loss + scale_weight * scale_loss``.
+
+    ``terms`` holds the ``2 (T - 1)`` confidence-weighted term values in the official order
+    ``term_names = ("L0", "L1", "R1", ..., "R<T-1>")``; ``details`` the official log entries
+    (``conf_loss_1``, ``conf_loss2``, ``conf_mean``, ``Regr3D_t_pts3d_1``, ``Regr3D_t_pts3d_2``,
+    ``Regr3D_tloss_left``, ``Regr3D_tloss_right``, ``Regr3D_tconf_left``, ``Regr3D_tconf_right``),
+    as detached 0-dim tensors.
+    """
+
+    conf_loss: Float[Tensor, ""]
+    """Confidence-aware regression loss (the official ``compute_frame_loss`` value)."""
+    scale_loss: Float[Tensor, ""]
+    """Scale (official "factor") term; a tensor ``0.0`` when no sample is selected."""
+    scale_selected: Bool[Tensor, "B"]
+    """Samples whose prediction factor exceeds their ground-truth factor."""
+
+
+class Spann3RLoss(Criterion):
+    """The Spann3R training criterion: :class:`ConfidenceRegression` + :class:`ScaleLoss`.
+
+    Equal to ``ConfidenceRegression(alpha) + scale_weight * ScaleLoss()`` (same options), but the
+    normalisation is computed once and the result is one flat :class:`SequenceLossOutput`.
+
+    Args:
+        alpha: weight of the confidence regulariser (official 0.4; see
+            :func:`~spatialmem.losses.alpha_schedule`).
+        scale_weight: weight of the scale term (the official training adds it with weight 1).
+        batch_coupled: reproduce the official numbers exactly: batch-wide valid-pixel count in the
+            ``avg_dis`` factors, term means pooled over the batch, and the scale term comparing
+            every selected prediction factor with every sample's ground-truth factor. By default
+            (``False``) every sample is normalised on its own, each term is a per-sample mean
+            averaged over samples and the scale term is ``mean_b max(0, pr_b - gt_b)``, so a
+            sample's loss (``per_sample``) does not depend on its batch-mates. For ``B = 1`` both
+            modes agree.
+        log_name: prefix of the official ``details`` keys.
+
+    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
+    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames.
+
+    Example::
+
+        criterion = Spann3RLoss(alpha=0.4)
+        out = criterion(StepPredictions(pl, cl, pr, cr), SequenceTarget(pts, valid, pose0))
+        out.loss.backward()
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.4,
+        *,
+        scale_weight: float = 1.0,
+        batch_coupled: bool = False,
+        log_name: str = "Regr3D_t",
+    ) -> None:
+        super().__init__()
+        _check_options("avg_dis", alpha)
+        self.alpha = float(alpha)
+        self.scale_weight = float(scale_weight)
+        self.batch_coupled = batch_coupled
+        self.log_name = log_name
+
+    def forward(self, pred: StepPredictions, target: SequenceTarget) -> SequenceLossOutput:
+        """Compute the loss; see :class:`SequenceLossOutput` for the fields."""
+        terms = regression_terms(
+            pred, target, alpha=self.alpha, norm_mode="avg_dis", batch_coupled=self.batch_coupled
+        )
+        conf = confidence_output(terms, batch_coupled=self.batch_coupled, log_name=self.log_name)
+        scale, scale_ps, selected = scale_loss(
+            terms.pr_factor, terms.gt_factor, batch_coupled=self.batch_coupled
+        )
+        per_sample = None
+        if conf.per_sample is not None and scale_ps is not None:
+            per_sample = conf.per_sample + self.scale_weight * scale_ps
+        return SequenceLossOutput(
+            loss=conf.loss + self.scale_weight * scale,
+            details=conf.details,
+            term_names=conf.term_names,
+            terms=conf.terms,
+            term_dist=conf.term_dist,
+            term_valid=conf.term_valid,
+            pr_factor=conf.pr_factor,
+            gt_factor=conf.gt_factor,
+            per_sample=per_sample,
+            conf_loss=conf.loss,
+            scale_loss=scale,
+            scale_selected=selected,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha:g}, scale_weight={self.scale_weight:g}, "
+            f"batch_coupled={self.batch_coupled}"
+        )
