@@ -4,10 +4,10 @@ Quick start::
 
     import spatialmem as sm
 
-    model = sm.create_model("dust3r_vitl_512_dpt")
-    sm.load_checkpoint(model, "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth")
-    out = model.eval()(img1, img2)  # images [B, 3, H, W] in [-1, 1]
-    out.view2.pts3d                 # [B, H, W, 3] in view 1's camera frame
+    model = sm.create_model("spann3r_vitl_dpt512")
+    sm.load_checkpoint(model, "spann3r.pth")
+    out = model.eval()(frames)      # frames [B, T, 3, H, W] in [-1, 1]
+    out.pts3d                       # [B, T, H, W, 3], every frame in frame 0's camera frame
 """
 
 from spatialmem._typing import typecheck_requested
@@ -21,12 +21,16 @@ if typecheck_requested():  # pragma: no cover - the test suite installs the hook
 from spatialmem._checks import set_value_checks, value_checks
 from spatialmem.decoders import TwinDecoder
 from spatialmem.encoders import CroCoEncoder
-from spatialmem.heads import DPTHead, HeadOutput, LinearHead
+from spatialmem.heads import DPTHead, HeadOutput, LinearHead, TokenMLP
 from spatialmem.interop import load_checkpoint, save_checkpoint
+from spatialmem.memory import MemoryConfig, MemoryEncoder, MemoryState, SpatialMemory
 from spatialmem.models import (
     DUSt3R,
     DUSt3RConfig,
     PairOutput,
+    SequenceOutput,
+    Spann3R,
+    Spann3RConfig,
     create_model,
     list_models,
     register_model,
@@ -41,7 +45,15 @@ __all__ = [
     "DUSt3RConfig",
     "HeadOutput",
     "LinearHead",
+    "MemoryConfig",
+    "MemoryEncoder",
+    "MemoryState",
     "PairOutput",
+    "SequenceOutput",
+    "Spann3R",
+    "Spann3RConfig",
+    "SpatialMemory",
+    "TokenMLP",
     "TwinDecoder",
     "__version__",
     "create_model",

@@ -1,5 +1,22 @@
 """Data: synthetic scenes for tests and the demo."""
 
+from spatialmem.data.curriculum import (
+    CurriculumClips,
+    CurriculumConfig,
+    active_ratio,
+    sample_clip_indices,
+    sampling_interval,
+    training_progress,
+)
 from spatialmem.data.synthetic import synthetic_sequence, to_model_range
 
-__all__ = ["synthetic_sequence", "to_model_range"]
+__all__ = [
+    "CurriculumClips",
+    "CurriculumConfig",
+    "active_ratio",
+    "sample_clip_indices",
+    "sampling_interval",
+    "synthetic_sequence",
+    "to_model_range",
+    "training_progress",
+]

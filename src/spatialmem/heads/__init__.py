@@ -12,6 +12,7 @@ from spatialmem.heads.postprocess import (
     unmap_conf,
     unmap_depth,
 )
+from spatialmem.heads.token_mlp import TokenMLP
 
 __all__ = [
     "ConfMode",
@@ -21,6 +22,7 @@ __all__ = [
     "HeadOutput",
     "LinearHead",
     "ResidualConvUnit",
+    "TokenMLP",
     "default_dpt_hooks",
     "map_conf",
     "map_depth",

@@ -9,11 +9,16 @@ from spatialmem.interop.checkpoint import (
     register_official_layout,
     save_checkpoint,
 )
-from spatialmem.interop.keymap import DUST3R_RULES, KeyMap, Rule, prefixed
-from spatialmem.interop.official import build_official, dust3r_config_from_official
+from spatialmem.interop.keymap import DUST3R_RULES, SPANN3R_RULES, KeyMap, Rule, prefixed
+from spatialmem.interop.official import (
+    build_official,
+    dust3r_config_from_official,
+    spann3r_config_from_official,
+)
 
 __all__ = [
     "DUST3R_RULES",
+    "SPANN3R_RULES",
     "CheckpointError",
     "KeyMap",
     "LoadReport",
@@ -26,4 +31,5 @@ __all__ = [
     "prefixed",
     "register_official_layout",
     "save_checkpoint",
+    "spann3r_config_from_official",
 ]

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from spatialmem.interop.keymap import DUST3R_RULES, KeyMap, Rule
-from spatialmem.models import DUSt3R
+from spatialmem.interop.keymap import DUST3R_RULES, SPANN3R_RULES, KeyMap, Rule
+from spatialmem.models import DUSt3R, Spann3R
 
 __all__ = [
     "CheckpointError",
@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "spatialmem"
 FORMAT_VERSION = 1
 
-_LAYOUTS: dict[type[nn.Module], KeyMap] = {DUSt3R: KeyMap(DUST3R_RULES)}
+_LAYOUTS: dict[type[nn.Module], KeyMap] = {
+    DUSt3R: KeyMap(DUST3R_RULES),
+    Spann3R: KeyMap(SPANN3R_RULES),
+}
 
 
 class CheckpointError(ValueError):

@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["DUST3R_RULES", "KeyMap", "Rule", "prefixed"]
+__all__ = ["DUST3R_RULES", "SPANN3R_RULES", "KeyMap", "Rule", "prefixed"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,21 @@ DUST3R_RULES: tuple[Rule, ...] = (
 )
 """Rules for :class:`~spatialmem.models.DUSt3R` ↔ ``AsymmetricCroCo3DStereo``."""
 
+
+def _spann3r_rules() -> tuple[Rule, ...]:
+    own = [
+        Rule(r"^memory_encoder\.patch_embed\.(.+)$", (r"pos_patch_embed.\1",)),
+        Rule(r"^memory_encoder\.blocks\.(.+)$", (r"value_encoder.\1",)),
+        Rule(r"^memory_encoder\.norm\.(.+)$", (r"value_norm.\1",)),
+        Rule(r"^memory_encoder\.proj\.(.+)$", (r"value_out.\1",)),
+        Rule(r"^memory\.(norm_[qkv])\.(.+)$", (r"\1.\2",)),
+    ]
+    for ours, off in (("key_head", "attn_head_1"), ("query_head", "attn_head_2")):
+        own.append(Rule(rf"^{ours}\.mlp\.fc1\.(.+)$", (rf"{off}.0.\1",)))
+        own.append(Rule(rf"^{ours}\.mlp\.fc2\.(.+)$", (rf"{off}.2.\1",)))
+    return (*prefixed(DUST3R_RULES, "dust3r.", "dust3r."), *own)
+
+
 _INCREMENT = re.compile(r"<(\d+)\+1>")
 
 
@@ -101,3 +116,9 @@ def _expand(match: re.Match[str], template: str) -> str:
     text = match.expand(template)
     # Official DPT names count levels from 1 where spatialmem indexes from 0.
     return _INCREMENT.sub(lambda m: str(int(m.group(1)) + 1), text)
+
+
+SPANN3R_RULES: tuple[Rule, ...] = _spann3r_rules()
+"""Rules for :class:`~spatialmem.models.Spann3R` ↔ the official ``Spann3R`` (DUSt3R part under
+``dust3r.``; memory encoder ``value_encoder``/``value_norm``/``value_out``/``pos_patch_embed``;
+key/query heads ``attn_head_1``/``attn_head_2``; ``norm_q/k/v`` at top level)."""

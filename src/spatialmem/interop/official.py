@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from spatialmem.heads.postprocess import ConfMode, DepthMode
 from spatialmem.interop.checkpoint import load_checkpoint
-from spatialmem.models import DUSt3R, DUSt3RConfig
+from spatialmem.memory import MemoryConfig
+from spatialmem.models import DUSt3R, DUSt3RConfig, Spann3R, Spann3RConfig
 
-__all__ = ["build_official", "dust3r_config_from_official"]
+__all__ = ["build_official", "dust3r_config_from_official", "spann3r_config_from_official"]
 
 _ROPE = re.compile(r"^RoPE(\d+(?:\.\d+)?)$")
 
@@ -115,6 +116,67 @@ def dust3r_config_from_official(args: Mapping[str, Any]) -> DUSt3RConfig:
     return config
 
 
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def spann3r_config_from_official(args: Mapping[str, Any]) -> Spann3RConfig:
+    """Translate official ``Spann3R`` construction arguments into a :class:`Spann3RConfig`.
+
+    Accepts a reference fixture's flat ``config`` (DUSt3R arguments plus ``mem_enc_depth``,
+    ``mem_enc_num_heads``, ``memory_dropout``, ``memory_overrides``, ...) or a manifest's
+    ``constructor`` (``kwargs``, ``dust3r_kwargs``, ``set_memory_encoder``, ``set_attn_head``).
+    Missing entries take the published model's values. Spatial-memory arguments that differ from
+    what the official forward passes (``memory_overrides``: ``work_mem_size``, ``long_mem_size``,
+    ``sim_thresh``, ``attn_thresh``, ``top_k``) become :class:`~spatialmem.memory.MemoryConfig`
+    fields; ``memory_dropout`` becomes its training-mode ``attn_dropout``.
+
+    Raises:
+        ValueError: an option spatialmem does not implement (``use_feat=True``) or widths that
+            contradict each other.
+    """
+    if "dust3r_kwargs" in args:  # manifest layout
+        pair_args = args["dust3r_kwargs"]
+        own = {**args.get("kwargs", {})}
+        mem = args.get("set_memory_encoder", {})
+        head = args.get("set_attn_head", {})
+        own.setdefault("mem_enc_depth", mem.get("enc_depth", 6))
+        own.setdefault("mem_enc_embed_dim", mem.get("enc_embed_dim"))
+        own.setdefault("mem_out_dim", mem.get("out_dim"))
+        own.setdefault("mem_enc_num_heads", mem.get("enc_num_heads", 16))
+        own.setdefault("mem_mlp_ratio", mem.get("mlp_ratio", 4.0))
+        own.setdefault("attn_head_in_dim", head.get("enc_embed_dim"))
+        own.setdefault("mem_out_dim", head.get("out_dim"))
+    else:
+        pair_args, own = args, dict(args)
+    dust3r = dust3r_config_from_official(pair_args)
+    ce, cd = dust3r.enc_embed_dim, dust3r.dec_embed_dim
+    _require(not own.get("use_feat", False), "unsupported use_feat=True: only pointmap values")
+    out_dim = own.get("mem_out_dim") or ce
+    _require(int(out_dim) == ce, f"mem_out_dim={out_dim} must equal enc_embed_dim={ce}")
+    in_dim = own.get("attn_head_in_dim") or ce + cd
+    _require(int(in_dim) == ce + cd, f"attn_head_in_dim={in_dim} must be Ce + Cd = {ce + cd}")
+    qkv_dim = own.get("norm_qkv_dim") or ce
+    _require(int(qkv_dim) == ce, f"norm_qkv_dim={qkv_dim} must equal the memory width {ce}")
+    overrides = dict(own.get("memory_overrides") or {})
+    overrides["mem_dropout_p"] = float(own.get("memory_dropout", 0.15))
+    memory = MemoryConfig.from_official(
+        overrides, dim=ce, norm_eps=float(own.get("norm_qkv_eps", 1e-5))
+    )
+    hidden = own.get("attn_head_hidden_dim")
+    return Spann3RConfig(
+        dust3r=dust3r,
+        mem_enc_depth=int(own.get("mem_enc_depth", 6)),
+        mem_enc_embed_dim=int(own.get("mem_enc_embed_dim") or ce),
+        mem_enc_num_heads=int(own.get("mem_enc_num_heads", 16)),
+        mem_mlp_ratio=float(own.get("mem_mlp_ratio", 4.0)),
+        mem_rope=bool(own.get("mem_pos_enc", False)),
+        key_hidden_dim=int(hidden) if hidden else None,
+        memory=memory,
+    )
+
+
 def build_official(
     kind: str, args: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None
 ) -> nn.Module:
@@ -132,7 +194,7 @@ def build_official(
     if kind == "dust3r":
         model: nn.Module = DUSt3R(dust3r_config_from_official(args))
     elif kind == "spann3r":
-        raise NotImplementedError("build_official('spann3r', ...) arrives with the Spann3R model")
+        model = Spann3R(spann3r_config_from_official(args))
     else:
         raise ValueError(f"unknown kind {kind!r}: expected 'dust3r' or 'spann3r'")
     if state_dict is not None:

@@ -3,15 +3,19 @@
 from typing import Any
 
 from spatialmem.heads.postprocess import ConfMode, DepthMode
+from spatialmem.memory import SpatialMemory
 from spatialmem.models.config import DUSt3RConfig, replace_config
 from spatialmem.models.dust3r import DUSt3R
 from spatialmem.models.registry import register_model
+from spatialmem.models.spann3r import MemoryFactory, Spann3R, Spann3RConfig
 
 __all__ = [
     "dust3r_tiny_dpt",
     "dust3r_tiny_linear",
     "dust3r_vitl_224_linear",
     "dust3r_vitl_512_dpt",
+    "spann3r_tiny",
+    "spann3r_vitl_dpt512",
 ]
 
 _VITL_BASE = DUSt3RConfig(
@@ -64,3 +68,48 @@ def dust3r_tiny_dpt(**overrides: Any) -> DUSt3R:
 def dust3r_tiny_linear(**overrides: Any) -> DUSt3R:
     """Tiny linear-head pair model for tests and examples."""
     return _build(replace_config(_TINY, head="linear"), overrides)
+
+
+_SPANN3R_FIELDS = {f for f in Spann3RConfig.__dataclass_fields__ if f != "dust3r"}
+
+
+def _build_spann3r(
+    base: Spann3RConfig,
+    memory: SpatialMemory | MemoryFactory | None,
+    overrides: dict[str, Any],
+) -> Spann3R:
+    """Split ``overrides`` into Spann3R fields and fields of the wrapped DUSt3R config."""
+    own = {k: v for k, v in overrides.items() if k in _SPANN3R_FIELDS}
+    pair = {k: v for k, v in overrides.items() if k not in _SPANN3R_FIELDS}
+    dust3r = replace_config(own.pop("dust3r", base.dust3r), **pair)
+    return Spann3R(replace_config(base, dust3r=dust3r, **own), memory=memory)
+
+
+@register_model
+def spann3r_vitl_dpt512(
+    memory: SpatialMemory | MemoryFactory | None = None, **overrides: Any
+) -> Spann3R:
+    """Spann3R as published: the 512 DPT DUSt3R, a 6-block memory encoder of width 1024.
+
+    Args:
+        memory: a :class:`~spatialmem.memory.SpatialMemory` subclass, factory or instance.
+        **overrides: fields of :class:`~spatialmem.models.Spann3RConfig` or of its ``dust3r``
+            :class:`~spatialmem.models.DUSt3RConfig` (e.g. ``portrait="native"``).
+    """
+    base = Spann3RConfig(
+        dust3r=replace_config(_VITL_BASE, head="dpt", img_size=(224, 224)),
+        mem_enc_depth=6,
+        mem_enc_num_heads=16,
+    )
+    return _build_spann3r(base, memory, overrides)
+
+
+@register_model
+def spann3r_tiny(memory: SpatialMemory | MemoryFactory | None = None, **overrides: Any) -> Spann3R:
+    """Tiny Spann3R (the reference fixtures' widths: 64/48, memory encoder 2 x 64) for tests."""
+    base = Spann3RConfig(
+        dust3r=replace_config(_TINY, dpt_last_dim=8),
+        mem_enc_depth=2,
+        mem_enc_num_heads=4,
+    )
+    return _build_spann3r(base, memory, overrides)

@@ -1,0 +1,116 @@
+"""The Spann3R assembly: modes, skipped work, memory subclasses, batching and bad input."""
+
+import pytest
+import torch
+
+import spatialmem as sm
+from spatialmem.memory import MemoryConfig, SpatialMemory
+from spatialmem.models import Spann3R, Spann3RConfig, replace_memory
+
+
+def _frames(b: int, t: int, h: int = 32, w: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, t, 3, h, w, generator=g) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def model() -> Spann3R:
+    torch.manual_seed(0)
+    m = sm.create_model("spann3r_tiny")
+    assert isinstance(m, Spann3R)
+    return m.eval()
+
+
+class NewestFirst(SpatialMemory):
+    """The design note's example policy: keep the newest long-term tokens."""
+
+    def consolidation_scores(self, state):
+        return -state.age.float()
+
+
+def test_shapes_and_the_reference_frame(model: Spann3R) -> None:
+    frames = _frames(2, 4)
+    with torch.no_grad():
+        out = model(frames)
+    assert out.pts3d.shape == (2, 4, 32, 48, 3) and out.conf.shape == (2, 4, 32, 48)
+    assert out.steps is None and bool((out.conf >= 1).all())
+    assert out.memory.count.tolist() == [6 * 4 - 6, 6 * 4 - 6]  # 3 insertions of P = 6
+
+
+def test_skipping_the_second_head_changes_nothing(model: Spann3R) -> None:
+    frames = _frames(1, 5, seed=1)
+    with torch.no_grad():
+        lean = model(frames)
+        full = model(frames, return_steps=True)
+    assert torch.equal(lean.pts3d, full.pts3d) and torch.equal(lean.conf, full.conf)
+    assert full.steps is not None
+    assert torch.equal(full.steps.pts_left, full.pts3d[:, :-1])
+    assert torch.equal(full.steps.pts_right[:, -1], full.pts3d[:, -1])
+
+
+def test_batch_equals_per_sample_with_different_gate_decisions(model: Spann3R) -> None:
+    frames = _frames(2, 5, seed=2)
+    frames[0, 2] = frames[0, 1]  # sample 0 repeats a frame: its gate may skip an insertion
+    with torch.no_grad():
+        both = model(frames)
+        alone = [model(frames[b : b + 1]) for b in range(2)]
+    for b in range(2):
+        torch.testing.assert_close(both.pts3d[b], alone[b].pts3d[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(both.conf[b], alone[b].conf[0], atol=1e-5, rtol=1e-5)
+        assert int(both.memory.count[b]) == int(alone[b].memory.count[0])
+
+
+def test_training_mode_returns_every_step_and_inserts_every_frame() -> None:
+    torch.manual_seed(0)
+    model = sm.create_model("spann3r_tiny").train()
+    out = model(_frames(1, 4))
+    assert out.steps is not None and out.steps.num_steps == 3
+    assert out.memory.count.tolist() == [3 * 6]
+    assert out.steps.pts_right.requires_grad
+
+
+def test_memory_subclass_from_the_registry() -> None:
+    torch.manual_seed(0)
+    model = sm.create_model("spann3r_tiny", memory=NewestFirst)
+    assert type(model.memory) is NewestFirst
+    assert model.memory.config.dim == model.config.mem_dim
+
+
+def test_memory_options_through_the_config() -> None:
+    config = replace_memory(Spann3RConfig(), work_mem_frames=2, long_mem_tokens=12)
+    assert config.memory_config.work_mem_frames == 2
+    torch.manual_seed(0)
+    model = sm.create_model("spann3r_tiny", memory=None, mem_enc_depth=1)
+    small = sm.create_model(
+        "spann3r_tiny", memory=SpatialMemory(MemoryConfig(dim=64, long_mem_tokens=12))
+    )
+    assert len(model.memory_encoder.blocks) == 1
+    with torch.no_grad():
+        out = small.eval()(_frames(1, 8, seed=3))
+    assert int(out.memory.count[0]) <= 12 + 5 * 6
+    with pytest.raises(ValueError, match="width"):
+        sm.create_model("spann3r_tiny", memory=SpatialMemory(MemoryConfig(dim=32)))
+    with pytest.raises(ValueError, match=r"memory\.dim"):
+        Spann3RConfig(memory=MemoryConfig(dim=32))
+
+
+def test_portrait_frames_keep_their_shape(model: Spann3R) -> None:
+    with torch.no_grad():
+        out = model(_frames(1, 3, h=48, w=32))
+    assert out.pts3d.shape == (1, 3, 48, 32, 3)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_bad_input_is_refused(model: Spann3R) -> None:
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        model(_frames(1, 1))
+    with pytest.raises(ValueError, match="B T 3 H W"):
+        model(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        model(_frames(1, 3, h=30))
+    bad = _frames(1, 3)
+    bad[0, 1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(bad)
+    with pytest.raises(TypeError, match="SpatialMemory"):
+        Spann3R(memory=42)  # type: ignore[arg-type]
