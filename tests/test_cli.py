@@ -23,13 +23,70 @@ def _read_ply(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.frombuffer(raw[end:], dtype=np.dtype(fields))
 
 
-def test_demo_writes_a_point_cloud(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_streams_a_sequence_into_one_point_cloud(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo.ply"
-    assert main(["demo", "--out", str(out), "--height", "32", "--width", "48"]) == 0
+    args = ["demo", "--out", str(out), "--height", "32", "--width", "48", "--frames", "4"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    header, data = _read_ply(out)
+    assert summary["model"] == "spann3r_tiny" and summary["frames"] == 4
+    assert "element vertex 6144" in header and summary["points"] == 6144  # 4 frames of 32x48
+    assert "property uchar red" in header and "property float confidence" in header
+    assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
+    assert 0 < summary["memory_tokens"] <= summary["memory_capacity"]
+
+
+def test_demo_with_a_pair_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo.ply"
+    args = ["demo", "--model", "dust3r_tiny_dpt", "--height", "32", "--width", "48"]
+    assert main([*args, "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     header, data = _read_ply(out)
     assert "element vertex 3072" in header and summary["points"] == 3072
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
+
+
+def _write_pngs(tmp_path: Path, n: int, height: int = 40, width: int = 56) -> list[str]:
+    from torchvision.io import write_png
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, f in enumerate(synthetic_sequence(n, height, width)):
+        u8 = ((f + 1) / 2 * 255).round().to(torch.uint8)
+        paths.append(str(tmp_path / f"{i}.png"))
+        write_png(u8, paths[-1])
+    return paths
+
+
+def test_reconstruct_command_streams_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _write_pngs(tmp_path, 5)
+    out = tmp_path / "scene.ply"
+    args = ["reconstruct", *paths, "--model", "spann3r_tiny", "--keyframe-every", "2"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["input_frames"] == 5 and summary["frames"] == 3  # images 0, 2, 4
+    header, data = _read_ply(out)
+    assert "element vertex 4608" in header  # three 32x48 crops (40x56 cropped to multiples of 16)
+    assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
+
+
+def test_reconstruct_command_rejects_bad_requests(tmp_path: Path) -> None:
+    paths = _write_pngs(tmp_path, 2)
+    other = _write_pngs(tmp_path / "big", 1, 72, 56)
+    with pytest.raises(SystemExit, match="--size"):
+        main(["reconstruct", *paths, *other, "--model", "spann3r_tiny", "--no-progress"])
+    with pytest.raises(SystemExit, match="not a Spann3R model"):
+        main(["reconstruct", *paths, "--model", "dust3r_tiny_linear"])
+    with pytest.raises(SystemExit, match="at least 2"):
+        main(["reconstruct", paths[0], "--model", "spann3r_tiny"])
+    with pytest.raises(SystemExit, match="fewer than 2"):
+        main(["reconstruct", *paths, "--model", "spann3r_tiny", "--keyframe-every", "2"])
+    with pytest.raises(SystemExit, match="not a pair model"):
+        main(["pair", *paths, "--model", "spann3r_tiny"])
 
 
 def test_pair_command_reads_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,8 @@ if typecheck_requested():  # pragma: no cover - the test suite installs the hook
     # Installed before any submodule is imported, so every spatialmem module is wrapped.
     install_import_hook("spatialmem", "beartype.beartype")
 
+# Subpackages reached as attributes (``sm.inference.OnlineReconstructor``).
+from spatialmem import inference
 from spatialmem._checks import set_value_checks, value_checks
 from spatialmem.decoders import TwinDecoder
 from spatialmem.encoders import CroCoEncoder
@@ -57,6 +59,7 @@ __all__ = [
     "TwinDecoder",
     "__version__",
     "create_model",
+    "inference",
     "list_models",
     "load_checkpoint",
     "register_model",

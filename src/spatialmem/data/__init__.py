@@ -8,14 +8,28 @@ from spatialmem.data.curriculum import (
     sampling_interval,
     training_progress,
 )
+from spatialmem.data.scenes import (
+    SceneBatch,
+    SceneClip,
+    SyntheticScene,
+    SyntheticScenes,
+    collate_clips,
+    synthetic_clip,
+)
 from spatialmem.data.synthetic import synthetic_sequence, to_model_range
 
 __all__ = [
     "CurriculumClips",
     "CurriculumConfig",
+    "SceneBatch",
+    "SceneClip",
+    "SyntheticScene",
+    "SyntheticScenes",
     "active_ratio",
+    "collate_clips",
     "sample_clip_indices",
     "sampling_interval",
+    "synthetic_clip",
     "synthetic_sequence",
     "to_model_range",
     "training_progress",

@@ -14,7 +14,7 @@ except the last frame, which is view 2 of the last step.
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -149,6 +149,34 @@ class SequenceOutput:
     memory: MemoryState
     """The memory after the last step."""
 
+    @classmethod
+    def from_steps(
+        cls, steps: Sequence[PairStep], memory: MemoryState, *, with_steps: bool = False
+    ) -> "SequenceOutput":
+        """Stack the steps of one pass: frame ``t`` is view 1 of step ``t``, the last frame view 2
+        of the last step (which must therefore have run its second head).
+
+        Args:
+            steps: the ``T - 1`` steps in order.
+            memory: the memory after the last step.
+            with_steps: also fill :attr:`steps` (every step needs its view 2).
+        """
+        final = steps[-1].view2
+        if final is None or (with_steps and any(s.view2 is None for s in steps)):
+            raise ValueError("the last step (every step with `with_steps`) must predict view 2")
+        pts3d = torch.stack([s.view1.pts3d for s in steps] + [final.pts3d], dim=1)
+        conf = torch.stack([s.view1.conf for s in steps] + [final.conf], dim=1)
+        predictions = None
+        if with_steps:
+            seconds = [s.view2 for s in steps if s.view2 is not None]
+            predictions = StepPredictions(
+                pts_left=pts3d[:, :-1],
+                conf_left=conf[:, :-1],
+                pts_right=torch.stack([r.pts3d for r in seconds], dim=1),
+                conf_right=torch.stack([r.conf for r in seconds], dim=1),
+            )
+        return cls(pts3d=pts3d, conf=conf, steps=predictions, memory=memory)
+
 
 MemoryFactory = type[SpatialMemory] | Callable[[MemoryConfig], SpatialMemory]
 
@@ -265,21 +293,26 @@ class Spann3R(nn.Module):
         query: Float[Tensor, "B P C"] | None,
         *,
         predict_view2: bool = True,
+        fused: Float[Tensor, "B P Ce"] | None = None,
     ) -> tuple[PairStep, MemoryState]:
         """One reconstruction step: read, decode, predict, compute keys, write.
 
         Args:
-            state: the memory before the step.
+            state: the memory before the step (after the read, when ``fused`` is given).
             view1: frame ``i`` encoded.
             view2: frame ``i + 1`` encoded.
             query: the previous step's :attr:`PairStep.query`; ``None`` at step 0.
             predict_view2: run the second head (its output is only needed for the last frame at
                 inference, and for the loss in training).
+            fused: view-1 tokens already read from the memory with ``query`` by :meth:`fuse`,
+                whose returned state is then ``state``; skips the read (offline ordering reads
+                once per step before trying candidates).
 
         Returns:
             ``(step, new_state)``.
         """
-        fused, state = self.fuse(state, view1, query)
+        if fused is None:
+            fused, state = self.fuse(state, view1, query)
         dec1, dec2 = self.decode(fused, view1, view2)
         key = self.key_head(view1.tokens, dec1[-1])
         next_query = self.query_head(view2.tokens, dec2[-1])
@@ -323,29 +356,17 @@ class Spann3R(nn.Module):
         view1, view2 = self.encode_pair(frames[:, 0], frames[:, 1])
         state = self.init_state(b, view1)
         query: Tensor | None = None
-        firsts: list[HeadOutput] = []
-        seconds: list[HeadOutput] = []
+        steps: list[PairStep] = []
         for i in range(t - 1):
             if i > 0:
                 view1, view2 = view2, self.encode(frames[:, i + 1])
             last = i == t - 2
-            out, state = self.step(state, view1, view2, query, predict_view2=return_steps or last)
-            query = out.query
-            firsts.append(out.view1)
-            if out.view2 is not None:
-                seconds.append(out.view2)
-        final = seconds[-1]
-        pts3d = torch.stack([r.pts3d for r in firsts] + [final.pts3d], dim=1)
-        conf = torch.stack([r.conf for r in firsts] + [final.conf], dim=1)
-        steps = None
-        if return_steps:
-            steps = StepPredictions(
-                pts_left=pts3d[:, :-1],
-                conf_left=conf[:, :-1],
-                pts_right=torch.stack([r.pts3d for r in seconds], dim=1),
-                conf_right=torch.stack([r.conf for r in seconds], dim=1),
+            out, state = self.step(
+                state, view1, view2, query, predict_view2=return_steps or last
             )
-        return SequenceOutput(pts3d=pts3d, conf=conf, steps=steps, memory=state)
+            query = out.query
+            steps.append(out)
+        return SequenceOutput.from_steps(steps, state, with_steps=return_steps)
 
     # ------------------------------------------------------------------ helpers
     def _encoded_transposed(self, frame: EncodedFrame) -> bool:

@@ -1,0 +1,30 @@
+"""Inference drivers for Spann3R.
+
+* :class:`OnlineReconstructor`: streaming reconstruction, one frame in, one finished frame out
+  (one frame of latency), with keyframe subsampling and a constant-size memory state.
+* :func:`offline_reconstruction`: unordered images, ordered first (pair-confidence graph, then
+  next-best-view or a maximum spanning tree), then reconstructed.
+"""
+
+from spatialmem.inference.offline import (
+    OfflineOrder,
+    OfflineResult,
+    ViewChoice,
+    initial_pair,
+    offline_reconstruction,
+    pair_scores,
+    spanning_tree_order,
+)
+from spatialmem.inference.online import FrameResult, OnlineReconstructor
+
+__all__ = [
+    "FrameResult",
+    "OfflineOrder",
+    "OfflineResult",
+    "OnlineReconstructor",
+    "ViewChoice",
+    "initial_pair",
+    "offline_reconstruction",
+    "pair_scores",
+    "spanning_tree_order",
+]

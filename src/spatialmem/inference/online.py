@@ -1,0 +1,483 @@
+"""Streaming (online) reconstruction with Spann3R: one frame in, one finished frame out.
+
+Spann3R reconstructs frame ``t`` as view 1 of step ``t``, a step that needs frame ``t + 1`` as
+its view 2. :class:`OnlineReconstructor` therefore returns each frame's result one frame late:
+:meth:`~OnlineReconstructor.step` with frame ``t + 1`` returns the final result of frame ``t``,
+and :meth:`~OnlineReconstructor.finish` returns the last frame's (view 2 of the last step). Over a
+whole sequence the results equal :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>` in
+eval mode.
+"""
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spatialmem._checks import check_finite, check_tensor
+from spatialmem._typing import Float
+from spatialmem.heads import HeadOutput
+from spatialmem.memory import MemoryState
+from spatialmem.models.spann3r import EncodedFrame, Spann3R
+
+__all__ = ["FrameResult", "OnlineReconstructor"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_DICT_VERSION = 1
+
+
+@dataclass
+class FrameResult:
+    """The reconstruction of one processed frame (of every stream of a batch).
+
+    Tensors have a leading batch dimension ``B`` exactly when the stream was fed batched frames
+    ``[B, 3, H, W]``; a stream of single frames ``[3, H, W]`` gets results without it. They are
+    created under :func:`torch.inference_mode` (use ``.clone()`` to take part in autograd).
+    """
+
+    index: int
+    """Position of the frame among the processed frames (keyframes) of the stream, from 0; the
+    frame's index in :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>` on the processed
+    frames."""
+    input_index: int
+    """Position of the frame among all frames given to :meth:`OnlineReconstructor.step`
+    (``index * keyframe_every``)."""
+    pts3d: Float[Tensor, "*batch H W 3"]
+    """Points of every pixel in frame 0's camera frame."""
+    conf: Float[Tensor, "*batch H W"]
+    """Confidence (``>= 1`` for the published heads) of every point."""
+    image: Float[Tensor, "*batch 3 H W"]
+    """The input frame, in [-1, 1] (``(image + 1) / 2`` gives RGB colours in [0, 1])."""
+    final: bool = True
+    """``False`` for a provisional :attr:`OnlineReconstructor.preview`, which the next frame's
+    step replaces with the final result."""
+
+
+class OnlineReconstructor:
+    """Feed a Spann3R model one frame at a time; get each frame's points once they are final.
+
+    Frames are ``[3, H, W]`` (one stream) or ``[B, 3, H, W]`` (``B`` independent streams in one
+    batch) in [-1, 1], all of one stream with the size and batch of its first frame, ``H`` and
+    ``W`` multiples of the patch size. Each processed frame is copied to the model's device, so
+    the caller may reuse its frame buffer.
+
+    **One frame of latency.** Frame ``t`` is reconstructed by the step that pairs it with frame
+    ``t + 1``, so :meth:`step` returns the *previous* processed frame's final result (``None``
+    for the first one) and :meth:`finish` returns the last frame's. The results of :meth:`step`
+    over a sequence followed by :meth:`finish` equal :meth:`Spann3R.forward
+    <spatialmem.models.Spann3R.forward>` on the sequence in eval mode (points, confidences and
+    the final memory :attr:`state`). The second prediction head runs only in :meth:`finish`
+    (the view-2 decoder tokens of the latest step are kept for it), unless ``preview=True`` asks
+    for a provisional result of the newest frame at every step.
+
+    **Keyframes.** With ``keyframe_every=k`` only input frames ``0, k, 2k, ...`` are processed
+    (the others are counted and :meth:`step` returns ``None`` for them); the results equal
+    ``forward`` on the subsampled sequence. A last input frame that is not a keyframe is not
+    reconstructed.
+
+    **Constant memory.** The reconstructor holds only the memory state (fixed capacity in eval
+    mode), the encoding, the view-2 decoder tokens and the query of the latest frame: memory use
+    does not grow with the stream's length. :meth:`run` collects the results it returns; iterate
+    over :meth:`stream` (or call :meth:`step`) to keep nothing.
+
+    Every step runs under :func:`torch.inference_mode`, so results and the memory state are
+    inference tensors. The model must be in eval mode (training mode changes the memory's
+    behaviour: no similarity gate, no consolidation, dropout); a model in training mode raises
+    ``ValueError``.
+
+    Example:
+        ```python
+        recon = OnlineReconstructor(model.eval())
+        for frame in frames:              # [3, H, W] each
+            result = recon.step(frame)    # frame t-1, or None for the first frame
+            if result is not None:
+                use(result.pts3d)         # [H, W, 3], frame 0's camera frame
+        last = recon.finish()
+        ```
+
+    Args:
+        model: a :class:`~spatialmem.models.Spann3R` in eval mode; it is not modified.
+        keyframe_every: process every ``k``-th input frame (``1``: all of them).
+        preview: also predict the newest frame provisionally at each step (runs the second head
+            every step), available as :attr:`preview`.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`~spatialmem.models.Spann3R`.
+        ValueError: ``model`` is in training mode or ``keyframe_every`` is not a positive int.
+    """
+
+    def __init__(self, model: Spann3R, *, keyframe_every: int = 1, preview: bool = False) -> None:
+        if not isinstance(model, Spann3R):
+            raise TypeError(f"`model` must be a Spann3R model, got {type(model).__name__}")
+        if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int):
+            raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every!r}")
+        if keyframe_every < 1:
+            raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every}")
+        self.model = model
+        self.keyframe_every = keyframe_every
+        self.preview_enabled = bool(preview)
+        self._check_eval()
+        self.reset()
+
+    # ------------------------------------------------------------------ stream state
+    def reset(self) -> None:
+        """Forget the current stream (memory, pending frame, counters); the next frame starts a
+        new one, possibly of another size or batch."""
+        self._state: MemoryState | None = None
+        self._pending: EncodedFrame | None = None  # latest processed frame (encoded from frame 1)
+        self._first_image: Tensor | None = None  # frame 0, until frame 1 arrives
+        self._pending_input_index = 0
+        self._query: Tensor | None = None
+        self._dec2: list[Tensor] | None = None
+        self._preview: FrameResult | None = None
+        self._shape: tuple[int, ...] | None = None  # shape of the stream's frames as given
+        self._num_inputs = 0
+        self._num_processed = 0
+        self._finished = False
+
+    @property
+    def state(self) -> MemoryState | None:
+        """The spatial memory after the latest step (``None`` until two frames were processed).
+
+        It holds the frames up to the one before the newest (the newest is written by the next
+        step). Later steps may update its key/value buffers in place: ``state.clone()`` takes a
+        snapshot. After :meth:`finish` it equals ``Spann3R.forward(...).memory``.
+        """
+        return self._state
+
+    @property
+    def preview(self) -> FrameResult | None:
+        """Provisional result of the newest processed frame (``final=False``), or ``None``.
+
+        Only computed with ``preview=True``; it is what :meth:`finish` would return if the stream
+        ended now (the step of the next frame replaces it with the final result).
+        """
+        return self._preview
+
+    @property
+    def num_inputs(self) -> int:
+        """Frames given to :meth:`step` in this stream (skipped ones included)."""
+        return self._num_inputs
+
+    @property
+    def num_processed(self) -> int:
+        """Keyframes processed in this stream."""
+        return self._num_processed
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` ended the stream (call :meth:`reset` to start another)."""
+        return self._finished
+
+    # ------------------------------------------------------------------ streaming
+    def step(self, frame: Float[Tensor, "3 H W"] | Float[Tensor, "B 3 H W"]) -> FrameResult | None:
+        """Feed the next frame of the stream.
+
+        Args:
+            frame: ``[3, H, W]`` or ``[B, 3, H, W]`` in [-1, 1]; the same shape as the stream's
+                first frame, ``H``/``W`` multiples of the patch size.
+
+        Returns:
+            The final :class:`FrameResult` of the previously processed frame; ``None`` for the
+            stream's first frame and for frames skipped by ``keyframe_every``.
+
+        Raises:
+            ValueError: bad frame shape, size or batch; model in training mode.
+            RuntimeError: the stream was finished (call :meth:`reset`).
+        """
+        self._check_eval()
+        if self._finished:
+            raise RuntimeError(
+                "this stream is finished; call reset() before feeding the frames of a new one"
+            )
+        input_index = self._num_inputs
+        keyframe = input_index % self.keyframe_every == 0
+        images = self._validate(frame, read_values=keyframe)
+        self._num_inputs += 1
+        if not keyframe:
+            return None
+        with torch.inference_mode():
+            return self._advance(images, input_index)
+
+    def finish(self) -> FrameResult | None:
+        """End the stream and return the last processed frame's result (view 2 of the last step).
+
+        The memory :attr:`state` stays available; :meth:`reset` starts a new stream.
+
+        Returns:
+            The last frame's :class:`FrameResult`, or ``None`` when no frame was processed.
+
+        Raises:
+            ValueError: exactly one frame was processed (Spann3R needs at least two).
+            RuntimeError: the stream was already finished.
+        """
+        self._check_eval()
+        if self._finished:
+            raise RuntimeError("this stream is already finished; call reset() to start a new one")
+        if self._num_processed == 1:
+            raise ValueError(
+                "Spann3R reconstructs frames in pairs: a stream needs at least 2 processed frames, "
+                "got 1 (feed another frame before finish())"
+            )
+        result = None
+        if self._num_processed >= 2:
+            if self._preview is not None:
+                result = dataclasses.replace(self._preview, final=True)
+            else:
+                with torch.inference_mode():
+                    result = self._last_frame_result()
+        self._finished = True
+        self._pending = self._first_image = self._query = self._dec2 = self._preview = None
+        return result
+
+    def flush(self) -> FrameResult | None:
+        """Same as :meth:`finish`."""
+        return self.finish()
+
+    def stream(
+        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
+    ) -> Iterator[FrameResult]:
+        """Reconstruct a sequence lazily: yield every processed frame's result, the last one
+        after the input is exhausted (:meth:`finish`).
+
+        Args:
+            frames: an iterable of frames for :meth:`step`, a tensor ``[T, 3, H, W]`` (one
+                stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
+                :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>`).
+            progress: show a ``tqdm`` progress bar (needs the ``eval`` extra; without ``tqdm``
+                the run continues without a bar).
+            reset: start a new stream first; ``False`` continues the current one (e.g. after
+                :meth:`load_state_dict`).
+
+        Yields:
+            :class:`FrameResult` of every processed frame, in order.
+        """
+        if reset:
+            self.reset()
+        if isinstance(frames, Tensor) and frames.ndim == 5:
+            frames = frames.unbind(1)
+        total = len(frames) if hasattr(frames, "__len__") else None
+        bar = _progress_bar(total) if progress else None
+        try:
+            for frame in frames:
+                result = self.step(frame)
+                if bar is not None:
+                    bar.update(1)
+                if result is not None:
+                    yield result
+            last = self.finish()
+            if last is not None:
+                yield last
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def run(
+        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
+    ) -> list[FrameResult]:
+        """Reconstruct a whole sequence: :meth:`stream` collected in a list.
+
+        Args:
+            frames: as for :meth:`stream`.
+            progress: show a ``tqdm`` progress bar (optional dependency, extra ``eval``).
+            reset: start a new stream first (``False``: continue the current one).
+
+        Returns:
+            One :class:`FrameResult` per processed frame, in order; ``[r.pts3d for r in out]``
+            stacked along a new frame axis equals ``Spann3R.forward(frames).pts3d``.
+        """
+        return list(self.stream(frames, progress=progress, reset=reset))
+
+    # ------------------------------------------------------------------ pause / resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the stream later, possibly in another process.
+
+        Holds copies (not views) of the memory state (:meth:`MemoryState.state_dict
+        <spatialmem.memory.MemoryState.state_dict>`), of the latest frame's encoding, view-2
+        decoder tokens and query, and the counters. Save it with ``torch.save``; it loads with
+        ``torch.load(..., weights_only=True)``. The model's weights are not included.
+
+        Returns:
+            A dict of tensors, lists, tuples and numbers.
+        """
+        pending = None
+        if self._pending is not None:
+            p = self._pending
+            pending = {
+                "tokens": p.tokens.clone(),
+                "positions": p.positions.clone(),
+                "grid": tuple(p.grid),
+                "image_hw": tuple(p.image_hw),
+                "image": p.image.clone(),
+            }
+        return {
+            "version": _STATE_DICT_VERSION,
+            "keyframe_every": self.keyframe_every,
+            "num_inputs": self._num_inputs,
+            "num_processed": self._num_processed,
+            "finished": self._finished,
+            "shape": None if self._shape is None else tuple(self._shape),
+            "pending_input_index": self._pending_input_index,
+            "memory": None if self._state is None else self._state.clone().state_dict(),
+            "pending": pending,
+            "first_image": None if self._first_image is None else self._first_image.clone(),
+            "query": None if self._query is None else self._query.clone(),
+            "dec2": None if self._dec2 is None else [t.clone() for t in self._dec2],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume a stream saved with :meth:`state_dict` (tensors are copied to the model's
+        device). ``keyframe_every`` must match.
+
+        Args:
+            state_dict: output of :meth:`state_dict`.
+
+        Raises:
+            ValueError: unknown version or a different ``keyframe_every``.
+            KeyError: an entry is missing.
+        """
+        sd = state_dict
+        if sd.get("version") != _STATE_DICT_VERSION:
+            raise ValueError(
+                f"unsupported OnlineReconstructor state_dict version {sd.get('version')}"
+            )
+        if sd["keyframe_every"] != self.keyframe_every:
+            raise ValueError(
+                f"state_dict was saved with keyframe_every={sd['keyframe_every']}, this "
+                f"reconstructor has keyframe_every={self.keyframe_every}"
+            )
+        device = self._device()
+        self.reset()
+        with torch.inference_mode():
+
+            def move(t: Tensor | None) -> Tensor | None:
+                return None if t is None else t.to(device=device, copy=True)
+
+            if sd["memory"] is not None:
+                self._state = MemoryState.from_state_dict(sd["memory"], device=device)
+            p = sd["pending"]
+            if p is not None:
+                self._pending = EncodedFrame(
+                    move(p["tokens"]),
+                    move(p["positions"]),
+                    tuple(p["grid"]),
+                    tuple(p["image_hw"]),
+                    move(p["image"]),
+                )
+            self._first_image = move(sd["first_image"])
+            self._query = move(sd["query"])
+            self._dec2 = None if sd["dec2"] is None else [move(t) for t in sd["dec2"]]
+            self._shape = None if sd["shape"] is None else tuple(sd["shape"])
+            self._num_inputs = int(sd["num_inputs"])
+            self._num_processed = int(sd["num_processed"])
+            self._pending_input_index = int(sd["pending_input_index"])
+            self._finished = bool(sd["finished"])
+            if self.preview_enabled and self._dec2 is not None and self._pending is not None:
+                self._preview = self._last_frame_result(final=False)
+
+    # ------------------------------------------------------------------ internals
+    def _advance(self, images: Tensor, input_index: int) -> FrameResult | None:
+        model = self.model
+        images = images.to(device=self._device(), copy=True)  # the caller may reuse its buffer
+        k = self._num_processed
+        self._num_processed += 1
+        if k == 0:  # frame 0 waits for frame 1: the first step encodes both in one batch
+            self._first_image = images
+            self._pending_input_index = input_index
+            return None
+        if k == 1:
+            assert self._first_image is not None
+            view1, view2 = model.encode_pair(self._first_image, images)
+            self._first_image = None
+            self._state = model.init_state(images.shape[0], view1)
+        else:
+            assert self._pending is not None
+            view1, view2 = self._pending, model.encode(images)
+        assert self._state is not None
+        out, self._state = model.step(
+            self._state, view1, view2, self._query, predict_view2=self.preview_enabled
+        )
+        result = self._result(out.view1, view1, k - 1, self._pending_input_index, final=True)
+        self._pending, self._query, self._dec2 = view2, out.query, out.dec2
+        self._pending_input_index = input_index
+        if out.view2 is not None:
+            self._preview = self._result(out.view2, view2, k, input_index, final=False)
+        return result
+
+    def _last_frame_result(self, final: bool = True) -> FrameResult:
+        assert self._pending is not None and self._dec2 is not None
+        head = self.model.predict_view2(self._dec2, self._pending)
+        return self._result(
+            head, self._pending, self._num_processed - 1, self._pending_input_index, final=final
+        )
+
+    def _result(
+        self, head: HeadOutput, frame: EncodedFrame, index: int, input_index: int, final: bool
+    ) -> FrameResult:
+        pts3d, conf, image = head.pts3d, head.conf, frame.image
+        if self._shape is not None and len(self._shape) == 3:  # unbatched stream
+            pts3d, conf, image = pts3d[0], conf[0], image[0]
+        return FrameResult(index, input_index, pts3d, conf, image, final)
+
+    def _validate(self, frame: object, read_values: bool) -> Tensor:
+        """Check a frame against the stream; return it as ``[B, 3, H, W]`` (not yet copied).
+
+        ``read_values`` also rejects NaN/Inf (a device sync; skipped for frames not processed).
+        """
+        x = check_tensor("frame", frame, floating=True, expected="3 H W or B 3 H W")
+        shape = tuple(x.shape)
+        if x.ndim not in (3, 4) or shape[-3] != 3:
+            raise ValueError(
+                f"`frame` must be one frame [3, H, W] or a batch of streams [B, 3, H, W], got a "
+                f"tensor of shape {shape}"
+            )
+        patch = self.model.config.dust3r.patch_size
+        h, w = shape[-2:]
+        if h % patch or w % patch or h == 0 or w == 0 or (x.ndim == 4 and shape[0] == 0):
+            raise ValueError(
+                f"`frame` height and width must be positive multiples of the patch size {patch}, "
+                f"got H={h}, W={w} (shape {shape})"
+            )
+        if self._shape is not None and shape != self._shape:
+            raise ValueError(
+                f"`frame` has shape {shape} but this stream's frames have shape {self._shape}: "
+                "all frames of a stream must have the size and batch of its first frame "
+                "(call reset() to start a new stream)"
+            )
+        if read_values:
+            check_finite("frame", x)
+        self._shape = shape
+        return x[None] if x.ndim == 3 else x
+
+    def _device(self) -> torch.device:
+        ref = next(iter(self.model.parameters()), None)
+        return ref.device if ref is not None else torch.device("cpu")
+
+    def _check_eval(self) -> None:
+        if any(m.training for m in self.model.modules()):
+            raise ValueError(
+                "the model (or one of its submodules) is in training mode; call model.eval() "
+                "before streaming (training "
+                "mode disables the memory's similarity gate and consolidation and applies "
+                "dropout)"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(keyframe_every={self.keyframe_every}, "
+            f"preview={self.preview_enabled}, inputs={self._num_inputs}, "
+            f"processed={self._num_processed}, finished={self._finished})"
+        )
+
+
+def _progress_bar(total: int | None) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.debug("tqdm is not installed (extra 'eval'): no progress bar")
+        return None
+    return tqdm(total=total, desc="Spann3R", unit="frame")

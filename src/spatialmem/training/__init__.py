@@ -1,0 +1,61 @@
+"""Training of sequence models (Spann3R): the step, the optimiser, data parallelism, the CLI.
+
+* :func:`train_step` / :class:`TrainStep`: forward, :class:`~spatialmem.losses.Spann3RLoss`
+  (confidence regression + scale term), ``/ accum_iter``, backward, gradient-norm clip (1.0),
+  AdamW step; AMP on CUDA; works on a ``DistributedDataParallel`` model.
+* :func:`build_optimizer`, :func:`warmup_cosine`: AdamW with the paper's ``lr = 5e-5`` and
+  ``betas = (0.9, 0.95)``, linear warm-up + cosine decay.
+* :mod:`spatialmem.training.distributed`: process group from the ``torchrun`` environment (gloo
+  on CPU, nccl on CUDA), DDP wrapping, a ``DistributedSampler`` loader, rank-0 logging.
+* :func:`train` / ``python -m spatialmem.training``: the whole loop on synthetic scenes with the
+  curriculum clip sampler::
+
+      torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny \\
+          --synthetic --steps 100
+"""
+
+from spatialmem.training.distributed import (
+    DistributedContext,
+    barrier,
+    cleanup,
+    init_distributed,
+    make_loader,
+    reduce_mean,
+    setup_logging,
+    wrap_ddp,
+)
+from spatialmem.training.optim import build_optimizer, param_groups, warmup_cosine
+from spatialmem.training.runner import TrainConfig, TrainResult, build_parser, main, train
+from spatialmem.training.step import (
+    AmpMode,
+    StepStats,
+    TrainStep,
+    amp_settings,
+    train_step,
+    unwrap_model,
+)
+
+__all__ = [
+    "AmpMode",
+    "DistributedContext",
+    "StepStats",
+    "TrainConfig",
+    "TrainResult",
+    "TrainStep",
+    "amp_settings",
+    "barrier",
+    "build_optimizer",
+    "build_parser",
+    "cleanup",
+    "init_distributed",
+    "main",
+    "make_loader",
+    "param_groups",
+    "reduce_mean",
+    "setup_logging",
+    "train",
+    "train_step",
+    "unwrap_model",
+    "warmup_cosine",
+    "wrap_ddp",
+]
