@@ -69,17 +69,24 @@ def test_manifest_constructor_builds_the_registered_architecture(name: str) -> N
     assert config.conf_mode == registered.config.conf_mode
 
 
-def test_official_round_trip_preserves_weights(tmp_path: Path) -> None:
-    fx = load_fixture("dust3r_pair_tiny_dpt.pt")
-    model = build_official("dust3r", fx["config"], fx["state_dict"])
+@pytest.mark.parametrize(
+    ("kind", "fixture", "preset"),
+    [("dust3r", "dust3r_pair_tiny_dpt.pt", "dust3r_tiny_dpt"),
+     ("spann3r", "spann3r_tiny_eval.pt", "spann3r_tiny")],
+)  # fmt: skip
+def test_official_round_trip_preserves_weights(
+    tmp_path: Path, kind: str, fixture: str, preset: str
+) -> None:
+    fx = load_fixture(fixture)
+    model = build_official(kind, fx["config"], fx["state_dict"])
     sd = official_state_dict(model)
     assert sd.keys() == fx["state_dict"].keys()
     for key, value in fx["state_dict"].items():
         assert torch.equal(sd[key], value), key
     # Published file layout on disk, loaded through the safe unpickler.
     path = tmp_path / "official.pth"
-    torch.save({"model": sd, "args": "AsymmetricCroCo3DStereo(...)", "epoch": 3}, path)
-    fresh = create_model("dust3r_tiny_dpt", portrait="legacy_reshape")
+    torch.save({"model": sd, "args": f"{kind}(...)", "epoch": 3}, path)
+    fresh = create_model(preset, portrait="legacy_reshape")
     assert load_checkpoint(fresh, path).layout == "official"
     for (k, a), b in zip(fresh.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -177,21 +184,6 @@ def test_spann3r_manifest_constructor_builds_the_registered_architecture() -> No
     # The published loading path (PatchEmbedDust3R + landscape_only) is the legacy portrait mode.
     assert config.dust3r.portrait == "legacy_reshape"
     assert config.memory_config.attn_dropout == meta["constructor"]["kwargs"]["memory_dropout"]
-
-
-def test_spann3r_official_round_trip_preserves_weights(tmp_path: Path) -> None:
-    fx = load_fixture("spann3r_tiny_eval.pt")
-    model = build_official("spann3r", fx["config"], fx["state_dict"])
-    sd = official_state_dict(model)
-    assert sd.keys() == fx["state_dict"].keys()
-    for key, value in fx["state_dict"].items():
-        assert torch.equal(sd[key], value), key
-    path = tmp_path / "spann3r.pth"
-    torch.save({"model": sd, "args": "Spann3R(...)"}, path)
-    fresh = create_model("spann3r_tiny", portrait="legacy_reshape")
-    assert load_checkpoint(fresh, path).layout == "official"
-    for (k, a), b in zip(fresh.state_dict().items(), model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), k
 
 
 def test_spann3r_official_options_that_do_not_exist_are_refused() -> None:

@@ -16,6 +16,7 @@ from torch import Tensor
 __all__ = [
     "check_finite",
     "check_images",
+    "check_positive",
     "check_same_batch",
     "check_tensor",
     "set_value_checks",
@@ -117,6 +118,13 @@ def check_finite(name: str, x: Tensor) -> None:
             f"`{name}` contains {n_bad} NaN/Inf values ({_describe(x)}); "
             "disable this check with spatialmem.set_value_checks(False) if intended"
         )
+
+
+def check_positive(**values: int) -> None:
+    """Raise ``ValueError`` naming the first of the keyword arguments that is not positive."""
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value}")
 
 
 def check_images(name: str, x: object, patch_size: int, channels: int = 3) -> Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from spatialmem._checks import check_same_batch
+from spatialmem._checks import check_positive, check_same_batch
 from spatialmem._typing import Float
 from spatialmem.heads.linear import (
     _check_four_channels,
@@ -139,13 +139,7 @@ class DPTHead(nn.Module):
         if any(h < 0 for h in hooks):
             raise ValueError(f"`hooks` must be non-negative indices, got {list(hooks)}")
         last_dim = feature_dim // 2 if last_dim is None else last_dim
-        for name, value in (
-            ("feature_dim", feature_dim),
-            ("last_dim", last_dim),
-            ("out_channels", out_channels),
-        ):
-            if value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}")
+        check_positive(feature_dim=feature_dim, last_dim=last_dim, out_channels=out_channels)
         if feature_dim < 2:
             raise ValueError(f"`feature_dim` must be >= 2, got {feature_dim}")
         if patch_size != 16:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_positive, check_tensor
 from spatialmem._typing import Float
 from spatialmem.heads.postprocess import ConfMode, DepthMode, HeadOutput, postprocess
 
@@ -93,13 +93,7 @@ class LinearHead(nn.Module):
         conf_mode: ConfMode = ConfMode(),  # noqa: B008 - frozen dataclass
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("dim_in", dim_in),
-            ("patch_size", patch_size),
-            ("out_channels", out_channels),
-        ):
-            if value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}")
+        check_positive(dim_in=dim_in, patch_size=patch_size, out_channels=out_channels)
         self.dim_in = dim_in
         self.patch_size = patch_size
         self.out_channels = out_channels
