@@ -101,6 +101,21 @@ class DUSt3R(nn.Module):
         img, _ = self._landscape(img)
         return self.encoder(img)
 
+    def encode_pair(
+        self, img1: Float[Tensor, "B 3 H1 W1"], img2: Float[Tensor, "B 3 H2 W2"]
+    ) -> tuple[EncoderOutput, EncoderOutput]:
+        """Encode both views (portrait handling applied), in one encoder batch when they have
+        the same shape."""
+        land1, _ = self._landscape(img1)
+        land2, _ = self._landscape(img2)
+        if land1.shape != land2.shape:
+            return self.encoder(land1), self.encoder(land2)
+        both = self.encoder(torch.cat((land1, land2)))
+        b = img1.shape[0]
+        first = EncoderOutput(both.tokens[:b], both.positions[:b], both.grid)
+        second = EncoderOutput(both.tokens[b:], both.positions[b:], both.grid)
+        return first, second
+
     def head_image_size(self, img: Tensor) -> tuple[tuple[int, int], bool]:
         """Image size handed to the heads and whether their output must be transposed back."""
         h, w = img.shape[-2], img.shape[-1]
@@ -132,16 +147,7 @@ class DUSt3R(nn.Module):
         check_images("img1", img1, p)
         check_images("img2", img2, p)
         check_same_batch(["img1", "img2"], [img1, img2])
-        land1, _ = self._landscape(img1)
-        land2, _ = self._landscape(img2)
-        if land1.shape == land2.shape:
-            # One encoder pass for both views.
-            both = self.encoder(torch.cat((land1, land2)))
-            b = img1.shape[0]
-            enc1 = EncoderOutput(both.tokens[:b], both.positions[:b], both.grid)
-            enc2 = EncoderOutput(both.tokens[b:], both.positions[b:], both.grid)
-        else:
-            enc1, enc2 = self.encoder(land1), self.encoder(land2)
+        enc1, enc2 = self.encode_pair(img1, img2)
         extent = max(*enc1.grid, *enc2.grid)
         dec1, dec2 = self.decoder(enc1.tokens, enc2.tokens, enc1.positions, enc2.positions, extent)
         return PairOutput(

@@ -241,10 +241,7 @@ class Spann3R(nn.Module):
         self, img1: Float[Tensor, "B 3 H W"], img2: Float[Tensor, "B 3 H W"]
     ) -> tuple[EncodedFrame, EncodedFrame]:
         """Encode two frames in one encoder batch (as the official first step does)."""
-        b = img1.shape[0]
-        both = self.dust3r.encode(torch.cat((img1, img2)))
-        first = EncoderOutput(both.tokens[:b], both.positions[:b], both.grid)
-        second = EncoderOutput(both.tokens[b:], both.positions[b:], both.grid)
+        first, second = self.dust3r.encode_pair(img1, img2)
         return _encoded(first, img1), _encoded(second, img2)
 
     def fuse(
