@@ -80,13 +80,13 @@ class NaiveCatMemory:
             self.lm += self.p
         if self.lm > self.c.long_mem_tokens:
             w = self.attn / self.age.clamp(min=1)
-            w = torch.where(self.age < self.c.protect_below, torch.full_like(w, 1e8), w)
-            idx = w.topk(self.c.keep_tokens, dim=1).indices
+            w = torch.where(self.age < self.c.resolved_protect_age, torch.full_like(w, 1e8), w)
+            idx = w.topk(self.c.resolved_top_k, dim=1).indices
             self.keys = self.keys.gather(1, idx[..., None].expand(-1, -1, self.keys.shape[2]))
             self.values = self.values.gather(1, idx[..., None].expand(-1, -1, self.values.shape[2]))
             self.age = self.age.gather(1, idx)
             self.attn = self.attn.gather(1, idx)
-            self.lm = self.c.keep_tokens - self.wm * self.p
+            self.lm = self.c.resolved_top_k - self.wm * self.p
 
     def snapshot(self) -> tuple:
         ts = (self.keys, self.values, self.age, self.attn)

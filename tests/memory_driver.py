@@ -6,14 +6,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spatialmem.memory import MemoryConfig, MemoryState, SpatialMemory
+from spatialmem.interop import memory_config_from_official
+from spatialmem.memory import MemoryState, SpatialMemory
 
 
 def memory_from_fixture(fx: dict[str, Any]) -> SpatialMemory:
     """The memory an official fixture ran with, norms loaded, in the fixture's mode."""
     cfg = fx["config"]
     dim = fx["intermediates"]["per_step"][0]["feat_k1"].shape[-1]
-    config = MemoryConfig.from_official(cfg["memory"], dim=dim, norm_eps=cfg["norm_qkv_eps"])
+    config = memory_config_from_official(cfg["memory"], dim=dim, norm_eps=cfg["norm_qkv_eps"])
     memory = SpatialMemory(config)
     sd = fx["state_dict"]
     memory.load_state_dict(

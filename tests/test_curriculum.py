@@ -102,7 +102,7 @@ def test_training_progress() -> None:
 
 @given(
     n_video=st.integers(2, 400),
-    n_frames=st.integers(2, 8),
+    num_frames=st.integers(2, 8),
     t_min=st.integers(1, 4),
     extra=st.integers(0, 30),
     eta=progress_st,
@@ -110,28 +110,28 @@ def test_training_progress() -> None:
     seed=st.integers(0, 2**31 - 1),
 )
 def test_clip_indices_valid(
-    n_video: int, n_frames: int, t_min: int, extra: int, eta: float, mode: str, seed: int
+    n_video: int, num_frames: int, t_min: int, extra: int, eta: float, mode: str, seed: int
 ) -> None:
-    n_video = max(n_video, n_frames)
+    n_video = max(n_video, num_frames)
     cfg = CurriculumConfig(
-        min_interval=t_min, max_interval=t_min + extra, n_frames=n_frames, mode=mode
+        min_interval=t_min, max_interval=t_min + extra, num_frames=num_frames, mode=mode
     )
     idx = sample_clip_indices(n_video, eta, cfg, seed)
-    assert idx.shape == (n_frames,)
+    assert idx.shape == (num_frames,)
     assert idx.dtype == torch.int64
     assert bool((idx[1:] > idx[:-1]).all())  # sorted, unique
     assert int(idx[0]) >= 0
     assert int(idx[-1]) < n_video
-    s = min(cfg.interval(eta), (n_video - 1) // (n_frames - 1))
+    s = min(cfg.interval(eta), (n_video - 1) // (num_frames - 1))
     span = int(idx[-1] - idx[0])
     if mode == "stride":
-        assert torch.equal(idx[1:] - idx[:-1], torch.full((n_frames - 1,), s))
+        assert torch.equal(idx[1:] - idx[:-1], torch.full((num_frames - 1,), s))
     else:
-        assert span <= (n_frames - 1) * s
+        assert span <= (num_frames - 1) * s
 
 
 def test_stride_grows_then_shrinks_with_progress() -> None:
-    cfg = CurriculumConfig(min_interval=1, max_interval=9, n_frames=5)
+    cfg = CurriculumConfig(min_interval=1, max_interval=9, num_frames=5)
     gaps = {}
     for eta in (0.0, 0.25, 0.5, 0.8, 1.0):
         idx = sample_clip_indices(1000, eta, cfg, 0)
@@ -140,7 +140,7 @@ def test_stride_grows_then_shrinks_with_progress() -> None:
 
 
 def test_window_mode_span_grows_with_progress() -> None:
-    cfg = CurriculumConfig(min_interval=1, max_interval=20, n_frames=5, mode="window")
+    cfg = CurriculumConfig(min_interval=1, max_interval=20, num_frames=5, mode="window")
     gen = torch.Generator().manual_seed(0)
     early = [sample_clip_indices(500, 0.0, cfg, gen) for _ in range(50)]
     mid = [sample_clip_indices(500, 0.6, cfg, gen) for _ in range(50)]
@@ -152,7 +152,7 @@ def test_window_mode_span_grows_with_progress() -> None:
 
 
 def test_short_video_shrinks_interval() -> None:
-    cfg = CurriculumConfig(min_interval=1, max_interval=9, n_frames=5)
+    cfg = CurriculumConfig(min_interval=1, max_interval=9, num_frames=5)
     idx = sample_clip_indices(13, 0.5, cfg, 0)  # wants 9 but only (13 - 1) // 4 = 3 fits
     assert idx.tolist() == [0, 3, 6, 9, 12]
     assert sample_clip_indices(5, 0.5, cfg, 0).tolist() == [0, 1, 2, 3, 4]
@@ -173,7 +173,7 @@ def test_different_seeds_differ() -> None:
 
 
 def test_start_covers_every_position() -> None:
-    cfg = CurriculumConfig(min_interval=2, max_interval=2, n_frames=3)
+    cfg = CurriculumConfig(min_interval=2, max_interval=2, num_frames=3)
     gen = torch.Generator().manual_seed(1)
     starts = {int(sample_clip_indices(8, 0.3, cfg, gen)[0]) for _ in range(200)}
     assert starts == {0, 1, 2, 3}  # windows of 5 frames fit at 4 positions in 8
@@ -215,17 +215,17 @@ def test_progress_out_of_range(eta: float) -> None:
 
 
 def test_video_too_short() -> None:
-    cfg = CurriculumConfig(max_interval=4, n_frames=5)
-    with pytest.raises(ValueError, match=r"`num_video_frames` must be >= config.n_frames=5"):
+    cfg = CurriculumConfig(max_interval=4, num_frames=5)
+    with pytest.raises(ValueError, match=r"`num_video_frames` must be >= config.num_frames=5"):
         sample_clip_indices(4, 0.5, cfg, 0)
-    with pytest.raises(ValueError, match=r"`video_lengths\[1\]` must be >= config.n_frames=5"):
+    with pytest.raises(ValueError, match=r"`video_lengths\[1\]` must be >= config.num_frames=5"):
         CurriculumClips([10, 3], cfg, num_epochs=2)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"max_interval": 4, "n_frames": 1}, "`n_frames` must be an integer >= 2"),
+        ({"max_interval": 4, "num_frames": 1}, "`num_frames` must be an integer >= 2"),
         ({"max_interval": 4, "min_interval": 0}, "`min_interval` must be a number >= 1"),
         ({"max_interval": 2, "min_interval": 3}, "`max_interval` must be a number >= min_inter"),
         ({"max_interval": math.inf}, "`max_interval` must be finite"),
@@ -257,4 +257,4 @@ def test_bad_epochs() -> None:
 def test_config_is_frozen() -> None:
     cfg = CurriculumConfig(max_interval=4)
     with pytest.raises(AttributeError):
-        cfg.n_frames = 3  # type: ignore[misc]
+        cfg.num_frames = 3  # type: ignore[misc]

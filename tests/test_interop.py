@@ -105,6 +105,26 @@ def test_spatialmem_format_round_trip(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+def test_spatialmem_checkpoint_header_is_checked(tmp_path: Path) -> None:
+    model = create_model("dust3r_tiny_linear")
+    path = tmp_path / "mine.pt"
+    save_checkpoint(model, path, step=7, note="unit test")
+    report = load_checkpoint(create_model("dust3r_tiny_linear"), path)
+    assert report.config_mismatch == [] and report.metadata == {"step": 7, "note": "unit test"}
+    # A different setting is reported; the weights still load.
+    other = create_model("dust3r_tiny_linear", portrait="native")
+    report = load_checkpoint(other, path)
+    assert report.config_mismatch == ["portrait: checkpoint 'transpose' vs model 'native'"]
+    assert report.loaded == len(other.state_dict())
+    payload = torch.load(path, weights_only=True)
+    report = load_checkpoint(other, {**payload, "model_class": "Spann3R"})
+    assert report.config_mismatch[0] == "model_class: checkpoint 'Spann3R' vs model 'DUSt3R'"
+    with pytest.raises(CheckpointError, match="format version 2 is newer"):
+        load_checkpoint(other, {**payload, "format_version": 2})
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(model, path, config={})
+
+
 def test_missing_and_unexpected_keys_are_reported() -> None:
     fx = load_fixture("dust3r_pair_tiny_linear.pt")
     model = create_model("dust3r_tiny_linear")

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import assert_close
 from spatialmem import value_checks
+from spatialmem.interop import sequence_target_from_official, step_predictions_from_official
 from spatialmem.losses import (
     CombinedCriterion,
     ConfidenceRegression,
@@ -76,7 +77,7 @@ def _select(pred: StepPredictions, target: SequenceTarget, b: int):
     sl = slice(b, b + 1)
     return (
         StepPredictions(
-            pred.pts_left[sl], pred.conf_left[sl], pred.pts_right[sl], pred.conf_right[sl]
+            pred.pts_view1[sl], pred.conf_view1[sl], pred.pts_view2[sl], pred.conf_view2[sl]
         ),
         SequenceTarget(target.pts3d[sl], target.valid[sl], target.camera_pose0[sl]),
     )
@@ -85,7 +86,7 @@ def _select(pred: StepPredictions, target: SequenceTarget, b: int):
 def _leaves(pred: StepPredictions) -> StepPredictions:
     return StepPredictions(
         *(x.detach().clone().requires_grad_(True) for x in (
-            pred.pts_left, pred.conf_left, pred.pts_right, pred.conf_right
+            pred.pts_view1, pred.conf_view1, pred.pts_view2, pred.conf_view2
         ))
     )  # fmt: skip
 
@@ -105,9 +106,9 @@ def _hand_example() -> tuple[StepPredictions, SequenceTarget]:
     valid = torch.tensor([[[True, True], [True, True]], [[True, True], [True, False]]])
     left = _points_on_z([[1, 2], [3, 2]])[None]
     right = _points_on_z([[3, 3], [3, 100]])[None]
-    conf_left = torch.tensor([[[1.0, 2.0], [1.0, 2.0]]])
-    conf_right = torch.tensor([[[3.0, 3.0], [3.0, 100.0]]])
-    pred = StepPredictions(left[None], conf_left[None], right[None], conf_right[None])
+    conf_view1 = torch.tensor([[[1.0, 2.0], [1.0, 2.0]]])
+    conf_view2 = torch.tensor([[[3.0, 3.0], [3.0, 100.0]]])
+    pred = StepPredictions(left[None], conf_view1[None], right[None], conf_view2[None])
     return pred, SequenceTarget(gt[None], valid[None], torch.eye(4)[None])
 
 
@@ -209,12 +210,18 @@ def test_step_predictions_from_official_layout():
         ]
         for i in range(s)
     ]
-    pred = StepPredictions.from_official(preds_all)
-    assert torch.equal(pred.pts_left, pl) and torch.equal(pred.conf_right, cr)
+    pred = step_predictions_from_official(preds_all)
+    assert torch.equal(pred.pts_view1, pl) and torch.equal(pred.conf_view2, cr)
     assert pred.num_steps == s and pred.num_frames == s + 1
     frames = pred.frame_pts3d()
     assert frames.shape == (b, s + 1, h, w, 3)
     assert torch.equal(frames[:, -1], pr[:, -1]) and torch.equal(frames[:, 0], pl[:, 0])
+    with pytest.raises(ValueError, match="at least one step"):
+        step_predictions_from_official([])
+    with pytest.raises(KeyError, match=r"preds_all\[0\]\[1\] has neither"):
+        step_predictions_from_official([[preds_all[0][0], {"conf": cr[:, 0]}]])
+    with pytest.raises(ValueError, match="at least one view"):
+        sequence_target_from_official([])
 
 
 # ----------------------------------------------------------------------------- properties
@@ -237,7 +244,7 @@ def test_per_sample_default_independent_of_batch_mates(problem):
     criterion = Spann3RLoss(0.4)
     out = criterion(pred, target)
     assert out.per_sample is not None
-    for b in range(pred.pts_left.shape[0]):
+    for b in range(pred.pts_view1.shape[0]):
         alone = criterion(*_select(pred, target, b))
         assert_close(out.per_sample[b], alone.loss, what=f"sample {b}")
         assert_close(out.pr_factor[b], alone.pr_factor[0], what=f"pr factor {b}")
@@ -245,10 +252,10 @@ def test_per_sample_default_independent_of_batch_mates(problem):
     evaluator = ScaleShiftInvariant()
     ev = evaluator(pred, target)
     assert ev.per_sample is not None
-    for b in range(pred.pts_left.shape[0]):
+    for b in range(pred.pts_view1.shape[0]):
         alone = evaluator(*_select(pred, target, b))
         assert_close(ev.per_sample[b], alone.loss, what=f"eval sample {b}")
-        assert_close(ev.pts_left[b], alone.pts_left[0], what=f"aligned {b}")
+        assert_close(ev.pts_view1[b], alone.pts_view1[0], what=f"aligned {b}")
 
 
 @given(problems, st.booleans())
@@ -260,14 +267,14 @@ def test_gradients_finite_and_zero_at_invalid_pixels(problem, coupled):
     target = SequenceTarget(gt, target.valid, target.camera_pose0)
     pred = _leaves(pred)
     with torch.no_grad():
-        pred.pts_left[invalid[:, :-1]] = float("inf")
-        pred.conf_right[invalid[:, 1:]] = float("nan")
+        pred.pts_view1[invalid[:, :-1]] = float("inf")
+        pred.conf_view2[invalid[:, 1:]] = float("nan")
     out = Spann3RLoss(0.4, batch_coupled=coupled)(pred, target)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     for name, inv in (
-        ("pts_left", invalid[:, :-1]), ("conf_left", invalid[:, :-1]),
-        ("pts_right", invalid[:, 1:]), ("conf_right", invalid[:, 1:]),
+        ("pts_view1", invalid[:, :-1]), ("conf_view1", invalid[:, :-1]),
+        ("pts_view2", invalid[:, 1:]), ("conf_view2", invalid[:, 1:]),
     ):  # fmt: skip
         grad = getattr(pred, name).grad
         assert grad is not None and torch.isfinite(grad).all(), name
@@ -283,20 +290,20 @@ def test_scale_shift_invariant_alignment_ignores_pred_scale_and_depth_shift(prob
     assume(int(target.valid.sum(dim=(1, 2, 3)).min()) >= 3)
     shift = torch.tensor([0.0, 0.0, c])
     moved = StepPredictions(
-        pred.pts_left * s + shift, pred.conf_left, pred.pts_right * s + shift, pred.conf_right
+        pred.pts_view1 * s + shift, pred.conf_view1, pred.pts_view2 * s + shift, pred.conf_view2
     )
     for criterion in (ScaleShiftInvariant(norm_mode="none"), ScaleShiftInvariant()):
         ref, out = criterion(pred, target), criterion(moved, target)
-        tol = 1e-4 * max(1.0, float(ref.pts_left.abs().max()))
-        assert_close(out.pts_left, ref.pts_left, tol=tol, what="aligned left")
-        assert_close(out.pts_right, ref.pts_right, tol=tol, what="aligned right")
+        tol = 1e-4 * max(1.0, float(ref.pts_view1.abs().max()))
+        assert_close(out.pts_view1, ref.pts_view1, tol=tol, what="aligned left")
+        assert_close(out.pts_view2, ref.pts_view2, tol=tol, what="aligned right")
         assert_close(out.loss, ref.loss, what="frame loss")
 
 
 def test_point_regression_is_confidence_regression_without_confidence():
     pred, target = random_problem(3, 2, 2, 3, 3)
-    ones = torch.ones_like(pred.conf_left)
-    flat = StepPredictions(pred.pts_left, ones, pred.pts_right, ones)
+    ones = torch.ones_like(pred.conf_view1)
+    flat = StepPredictions(pred.pts_view1, ones, pred.pts_view2, ones)
     a = PointRegression()(pred, target)
     b = ConfidenceRegression(alpha=0.0)(flat, target)
     assert_close(a.loss, b.loss)
@@ -305,9 +312,9 @@ def test_point_regression_is_confidence_regression_without_confidence():
 
 def test_scale_shift_invariant_does_not_modify_inputs():
     pred, target = random_problem(5, 2, 2, 3, 3)
-    copies = [x.clone() for x in (pred.pts_left, pred.pts_right, pred.conf_left, target.pts3d)]
+    copies = [x.clone() for x in (pred.pts_view1, pred.pts_view2, pred.conf_view1, target.pts3d)]
     ScaleShiftInvariant(norm_mode="none", batch_coupled=True)(pred, target)
-    originals = (pred.pts_left, pred.pts_right, pred.conf_left, target.pts3d)
+    originals = (pred.pts_view1, pred.pts_view2, pred.conf_view1, target.pts3d)
     for x, y in zip(originals, copies, strict=True):
         assert torch.equal(x, y)
 
@@ -350,11 +357,11 @@ def test_composition_algebra():
 @pytest.mark.usefixtures("without_typecheck")
 def test_bad_predictions_are_rejected():
     pts, conf = torch.zeros(1, 2, 3, 3, 3), torch.ones(1, 2, 3, 3)
-    with pytest.raises(ValueError, match="pts_left"):
+    with pytest.raises(ValueError, match="pts_view1"):
         StepPredictions(torch.zeros(1, 2, 3, 3, 2), conf, pts, conf)
-    with pytest.raises(ValueError, match="conf_right"):
+    with pytest.raises(ValueError, match="conf_view2"):
         StepPredictions(pts, conf, pts, torch.ones(1, 2, 3, 4))
-    with pytest.raises(TypeError, match="pts_right"):
+    with pytest.raises(TypeError, match="pts_view2"):
         StepPredictions(pts, conf, pts.long(), conf)
     with pytest.raises(ValueError, match="at least one step"):
         StepPredictions(pts[:, :0], conf[:, :0], pts[:, :0], conf[:, :0])

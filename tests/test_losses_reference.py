@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import assert_close, load_fixture
+from spatialmem.interop import sequence_target_from_official, step_predictions_from_official
 from spatialmem.losses import (
     ConfidenceRegression,
     ScaleLoss,
@@ -36,7 +37,7 @@ def _leaf_preds(fx: dict[str, Any]) -> list[list[dict[str, torch.Tensor]]]:
 
 
 def _target(fx: dict[str, Any], multiplier: float = 1.0) -> SequenceTarget:
-    target = SequenceTarget.from_official(fx["inputs"]["gt"])
+    target = sequence_target_from_official(fx["inputs"]["gt"])
     if multiplier != 1.0:  # scale the whole scene: world points and camera positions
         pose = target.camera_pose0.clone()
         pose[:, :3, 3] *= multiplier
@@ -48,7 +49,7 @@ def _element(pred: StepPredictions, target: SequenceTarget, b: int):
     sl = slice(b, b + 1)
     return (
         StepPredictions(
-            pred.pts_left[sl], pred.conf_left[sl], pred.pts_right[sl], pred.conf_right[sl]
+            pred.pts_view1[sl], pred.conf_view1[sl], pred.pts_view2[sl], pred.conf_view2[sl]
         ),
         SequenceTarget(target.pts3d[sl], target.valid[sl], target.camera_pose0[sl]),
     )
@@ -60,7 +61,7 @@ def _scalar(x: Any) -> torch.Tensor:
 
 def test_official_values(a7):
     tl = a7["train_loss"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(pred, _target(a7))
     assert_close(out.conf_loss, _scalar(tl["conf_loss"]), what="conf_loss")
     assert_close(out.scale_loss, _scalar(tl["factor_loss"]), what="factor_loss")
@@ -71,7 +72,7 @@ def test_official_values(a7):
 
 def test_official_per_term(a7):
     tl = a7["train_loss"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(pred, _target(a7))
     assert list(out.term_names) == [t["term"] for t in tl["per_term"]]
     for k, term in enumerate(tl["per_term"]):
@@ -83,7 +84,7 @@ def test_official_per_term(a7):
 
 def test_official_norm_factors(a7):
     tl, norm = a7["train_loss"], a7["train_loss"]["norm"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     target = _target(a7)
     out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(pred, target)
     assert_close(out.pr_factor, norm["pr_factor"], what="pr_factor")
@@ -103,7 +104,7 @@ def test_official_norm_factors(a7):
 
 def test_official_details(a7):
     tl = a7["train_loss"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(pred, _target(a7))
     assert set(out.details) == set(tl["details"])
     for key, want in tl["details"].items():
@@ -115,7 +116,7 @@ def test_official_gradients(a7):
     tl = a7["train_loss"]
     preds = _leaf_preds(a7)
     out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(
-        StepPredictions.from_official(preds), _target(a7)
+        step_predictions_from_official(preds), _target(a7)
     )
     out.loss.backward()
     valid = _target(a7).valid
@@ -139,7 +140,7 @@ def test_official_gradient_norms_per_part(a7):
     for part in ("conf_loss_only", "factor_only"):
         preds = _leaf_preds(a7)
         out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(
-            StepPredictions.from_official(preds), _target(a7)
+            step_predictions_from_official(preds), _target(a7)
         )
         (out.conf_loss if part == "conf_loss_only" else out.scale_loss).backward()
         for i, pair in enumerate(preds):
@@ -153,26 +154,28 @@ def test_official_gradient_norms_per_part(a7):
                         assert_close(_scalar(got), _scalar(want), what=f"{i} {j} {key} {part}")
 
 
-@pytest.mark.parametrize("case", [0, 1])
-def test_official_factor_cases(a7, case):
+def test_official_factor_cases(a7):
+    """Every stored rescaling of the ground truth (how many is read from the fixture)."""
     tl = a7["train_loss"]
-    fc = tl["factor_cases"][case]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
-    out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(
-        pred, _target(a7, fc["gt_multiplier"])
-    )
-    assert_close(out.conf_loss, _scalar(fc["conf_loss"]), what="conf_loss")
-    assert_close(out.scale_loss, _scalar(fc["factor_loss"]), what="factor_loss")
-    assert_close(out.gt_factor, fc["gt_factor"], what="gt_factor")
-    assert int(out.scale_selected.sum()) == fc["n_selected"]
-    assert bool(out.scale_selected.any()) == fc["factor_loss_is_tensor"]
+    assert tl["factor_cases"], "the fixture stores no factor case"
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
+    for fc in tl["factor_cases"]:
+        m = fc["gt_multiplier"]
+        out = Spann3RLoss(alpha=tl["alpha"], batch_coupled=True)(pred, _target(a7, m))
+        assert_close(out.conf_loss, _scalar(fc["conf_loss"]), what=f"x{m} conf_loss")
+        assert_close(out.scale_loss, _scalar(fc["factor_loss"]), what=f"x{m} factor_loss")
+        assert_close(out.gt_factor, fc["gt_factor"], what=f"x{m} gt_factor")
+        assert int(out.scale_selected.sum()) == fc["n_selected"], m
+        assert bool(out.scale_selected.any()) == fc["factor_loss_is_tensor"], m
 
 
 def test_single_elements_with_per_sample_default(a7):
     tl = a7["train_loss"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     target = _target(a7)
     batch = Spann3RLoss(alpha=tl["alpha"])(pred, target)  # per-sample default, whole batch
+    elements = sorted(case["element"] for case in tl["single_element_cases"])
+    assert elements == list(range(target.valid.shape[0])), "one case per batch element"
     for case in tl["single_element_cases"]:
         b = case["element"]
         alone = Spann3RLoss(alpha=tl["alpha"])(*_element(pred, target, b))
@@ -190,7 +193,7 @@ def test_single_elements_with_per_sample_default(a7):
 
 def test_composed_criterion_equals_training_loss(a7):
     tl = a7["train_loss"]
-    pred = StepPredictions.from_official(a7["inputs"]["preds_all"])
+    pred = step_predictions_from_official(a7["inputs"]["preds_all"])
     criterion = ConfidenceRegression(tl["alpha"], batch_coupled=True) + ScaleLoss(
         batch_coupled=True
     )
@@ -212,7 +215,7 @@ def test_eval_criterion(a7, variant):
     preds_all = a7["inputs"]["preds_all"]
     before = [[{k: v.clone() for k, v in r.items()} for r in p] for p in preds_all]
     gt_before = [v["pts3d"].clone() for v in a7["inputs"]["gt"]]
-    pred = StepPredictions.from_official(preds_all)
+    pred = step_predictions_from_official(preds_all)
     out = _eval_variant(variant)(pred, _target(a7))
 
     for key, want in ref["monitoring"].items():
@@ -232,8 +235,8 @@ def test_eval_criterion(a7, variant):
     for t in range(n_steps + 1):
         assert_close(out.gt_pts3d[:, t], eval_py["gt_pts"][t], what=f"gt_pts[{t}]")
     for i in range(n_steps):
-        assert_close(out.pts_left[:, i], eval_py["pred_pts_l"][i], what=f"pred_pts_l[{i}]")
-        assert_close(out.pts_right[:, i], eval_py["pred_pts_r"][i], what=f"pred_pts_r[{i}]")
+        assert_close(out.pts_view1[:, i], eval_py["pred_pts_l"][i], what=f"pred_pts_l[{i}]")
+        assert_close(out.pts_view2[:, i], eval_py["pred_pts_r"][i], what=f"pred_pts_r[{i}]")
 
     # Unlike the official criterion, nothing is modified in place.
     for p_now, p_then in zip(preds_all, before, strict=True):

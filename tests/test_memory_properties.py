@@ -213,6 +213,13 @@ def test_batch_equals_per_sample(c: dict, steps: int, b: int) -> None:
         prev = k.clone()
     with torch.no_grad():
         batched, outs = run_stream(memory, memory.init_state(b, p), stream)
+        # the premise: the gates differ within the batch (at t = 2 only sample 0 repeats)
+        gates, state = [], memory.init_state(b, p)
+        for q, k, v in stream:
+            _, state = memory.read(state, q)
+            gates.append(memory.should_insert(state, k))
+            state = memory.update(state, k, v)
+        assert steps < 3 or any(bool((gate != gate[0]).any()) for gate in gates), gates
         for s in range(b):
             single = [(q[s : s + 1], k[s : s + 1], v[s : s + 1]) for q, k, v in stream]
             alone, outs1 = run_stream(memory, memory.init_state(1, p), single)

@@ -125,35 +125,39 @@ def test_pruning_keeps_the_official_set(replayed: tuple) -> None:
     if not prunes:
         assert all(r.keep is None for r in records)
         return
-    ids = _token_ids(fx, records, 0)
-    for pr in prunes:
-        i = pr["step"]
-        rec = records[i]
-        before = rec.before_prune
-        n = int(before.count[0])
-        assert n == pr["n_before"] and int(rec.after.count[0]) == pr["n_after"]
-        assert int(before.long_tokens[0]) == pr["lm_before"]
-        assert int(before.work_frames[0]) == pr["wm"]
-        # official row order before this prune
-        official_before = ids[0][i - 1] + [(i, j) for j in range(fx["memory"]["num_patches"])]
-        our_before = ids[1][i - 1] + [(i, j) for j in range(fx["memory"]["num_patches"])]
-        kept_official = {official_before[j] for j in pr["selected_indices"][0].tolist()}
-        kept_ours = {t for t, k in zip(our_before, rec.keep[0, :n].tolist(), strict=True) if k}
-        assert kept_ours == kept_official, f"{name}: prune at step {i} keeps another set"
-        # the inputs of the decision, token by token
-        memory = memory_from_fixture(fx)
-        scores = memory.consolidation_scores(before)[0, :n]
-        protected = memory.protected(before)[0, :n]
-        assert int(protected.sum()) == pr["n_protected"][0]
-        official_w = pr["weights"][0]
-        ours_w = _reorder(
-            torch.where(protected, torch.tensor(1e8), scores), our_before, official_before
-        )
-        assert_close(ours_w, official_w, TOL, f"prune step {i} weights")
-        assert_close(
-            _reorder(before.age[0, :n].float(), our_before, official_before),
-            pr["mem_count_before"][0], 0.0, "ages before prune",
-        )  # fmt: skip
+    memory = memory_from_fixture(fx)
+    p = fx["memory"]["num_patches"]
+    b = records[0].after.batch_size
+    for k in range(b):  # every batch element (the official bookkeeping is batch-wide)
+        ids = _token_ids(fx, records, k)
+        for pr in prunes:
+            i = pr["step"]
+            rec = records[i]
+            before = rec.before_prune
+            what = f"{name} sample {k} prune at step {i}"
+            n = int(before.count[k])
+            assert n == pr["n_before"] and int(rec.after.count[k]) == pr["n_after"], what
+            assert int(before.long_tokens[k]) == pr["lm_before"], what
+            assert int(before.work_frames[k]) == pr["wm"], what
+            # official row order before this prune
+            official_before = ids[0][i - 1] + [(i, j) for j in range(p)]
+            our_before = ids[1][i - 1] + [(i, j) for j in range(p)]
+            kept_official = {official_before[j] for j in pr["selected_indices"][k].tolist()}
+            keep = rec.keep[k, :n].tolist()
+            kept_ours = {t for t, kept in zip(our_before, keep, strict=True) if kept}
+            assert kept_ours == kept_official, f"{what}: another set is kept"
+            # the inputs of the decision, token by token
+            scores = memory.consolidation_scores(before)[k, :n]
+            protected = memory.protected(before)[k, :n]
+            assert int(protected.sum()) == pr["n_protected"][k], what
+            ours_w = _reorder(
+                torch.where(protected, torch.tensor(1e8), scores), our_before, official_before
+            )
+            assert_close(ours_w, pr["weights"][k], TOL, f"{what}: weights")
+            assert_close(
+                _reorder(before.age[k, :n].float(), our_before, official_before),
+                pr["mem_count_before"][k], 0.0, f"{what}: ages before prune",
+            )  # fmt: skip
 
 
 def test_final_memory(replayed: tuple) -> None:
@@ -178,28 +182,34 @@ def test_first_insert_and_first_read() -> None:
     fx = load_fixture(FIXTURES["A3"])
     memory = memory_from_fixture(fx)
     ins, rd = fx["intermediates"]["first_insert"], fx["intermediates"]["first_read"]
+    b, p, _ = ins["key"].shape
+    x = rd["mem_k"].shape[1]  # tokens at the first read: the first insertion's P
+    assert x == p == fx["memory"]["num_patches"]
     with torch.no_grad():
-        state = memory.init_state(1, ins["key"].shape[1])
+        state = memory.init_state(b, p)
         state = memory.update(state, ins["key"], ins["value"])
-        assert_close(state.keys[:, :16], rd["mem_k"], 0.0, "mem_k")
-        assert_close(state.values[:, :16], rd["mem_v"], 0.0, "mem_v")
+        assert_close(state.keys[:, :x], rd["mem_k"], 0.0, "mem_k")
+        assert_close(state.values[:, :x], rd["mem_v"], 0.0, "mem_v")
         logits = memory.logits(state, rd["query"])
-        probs = ops.masked_softmax(logits, state.valid)[..., :16]
+        probs = ops.masked_softmax(logits, state.valid)[..., :x]
         zeroed = probs.masked_fill(probs < memory.config.attn_clip, 0.0)
         assert_close(zeroed, rd["attn_softmax"], TOL, "clipped softmax before renormalisation")
-        assert int((zeroed == 0).sum()) == rd["n_clipped"] == 43
+        assert int((zeroed == 0).sum()) == rd["n_clipped"]
         fused, state = memory.read(state, rd["query"])
     assert_close(fused, rd["out"], TOL, "first read output")
-    assert_close(state.attn[:, :16], rd["mem_attn_after"], TOL, "mem_attn after the first read")
-    assert not bool(state.attn[:, 16:].any())
+    assert_close(state.attn[:, :x], rd["mem_attn_after"], TOL, "mem_attn after the first read")
+    assert not bool(state.attn[:, x:].any())
 
 
 def test_batch_of_fixture_streams_equals_each_stream() -> None:
-    """A5 has two streams in one batch: running them alone gives the same numbers."""
+    """A5 has several streams in one batch: running each alone gives the same numbers."""
     fx = load_fixture(FIXTURES["A5"])
+    b = fx["intermediates"]["per_step"][0]["feat_k1"].shape[0]
+    if b < 2:
+        pytest.skip(f"{FIXTURES['A5']} has a single stream (B = {b})")
     memory = memory_from_fixture(fx)
     full = replay(memory, fx)
-    for k in range(2):
+    for k in range(b):
         single = {**fx, "intermediates": {"per_step": [
             {n: t[k : k + 1] for n, t in st.items() if isinstance(t, torch.Tensor)}
             for st in fx["intermediates"]["per_step"]

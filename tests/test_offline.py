@@ -1,9 +1,11 @@
 """Offline ordering of unordered images (paper Sec. 3.3; reference fixture A6).
 
-A6 ran the official ``eval.py --offline`` path on 6 shuffled frames: pair graph, initial pair,
+A6 ran the official ``eval.py --offline`` path on N shuffled frames: pair graph, initial pair,
 next-best-view choices, the reconstruction and the memory log. Our procedure must reproduce every
 decision and tensor, and its reconstruction must be the ordinary online forward on the chosen
-order (README items 17-22).
+order (README items 17-22). Frame count, image size and the memory decisions are read from the
+fixture, so another official run (other N, H, W) is checked by the same tests; the official
+offline mode is only sound with batch size 1 (README item 22), so the fixture has B = 1.
 """
 
 from typing import Any
@@ -42,6 +44,7 @@ def a6_model(a6: dict[str, Any]) -> Spann3R:
 
 @pytest.fixture(scope="module")
 def a6_frames(a6: dict[str, Any]) -> torch.Tensor:
+    assert all(img.shape[0] == 1 for img in a6["inputs"]["img"]), "offline fixtures have B = 1"
     return torch.cat(a6["inputs"]["img"])  # [N, 3, H, W] in the given (shuffled) order
 
 
@@ -67,7 +70,10 @@ def test_a6_pair_graph(a6: dict, a6_model: Spann3R, a6_frames: torch.Tensor, a6_
 def test_a6_next_best_view_choices(a6: dict, a6_result: OfflineResult) -> None:
     assert a6_result.method == "next_best_view"
     assert a6_result.order.tolist() == [a6["idx_used"]]
-    assert len(a6_result.choices[0]) == len(a6["next_best_view"]) == 4
+    n = len(a6["inputs"]["img"])
+    assert sorted(a6["idx_used"]) == list(range(n))
+    # one choice per step k = 1..N-2 (step 0 is the initial pair, the last frame is left over)
+    assert len(a6_result.choices[0]) == len(a6["next_best_view"]) == n - 2
     for got, want in zip(a6_result.choices[0], a6["next_best_view"], strict=True):
         k = want["step"]
         assert got.step == k
@@ -82,7 +88,8 @@ def test_a6_next_best_view_choices(a6: dict, a6_result: OfflineResult) -> None:
 def test_a6_reconstruction(a6: dict, a6_result: OfflineResult) -> None:
     rec = a6_result.reconstruction
     n = len(a6["idx_used"])
-    assert rec.pts3d.shape == (1, n, 64, 64, 3)
+    h, w = a6["inputs"]["img"][0].shape[-2:]
+    assert rec.pts3d.shape == (1, n, h, w, 3) and rec.conf.shape == (1, n, h, w)
     for k, (pred, key) in enumerate(
         zip(a6["outputs"]["preds"], a6["outputs"]["pred_pts_keys"], strict=True)
     ):
@@ -103,6 +110,7 @@ def test_a6_memory(a6: dict, a6_model: Spann3R, a6_frames: torch.Tensor, a6_resu
         v1, v2 = model.encode_pair(a6_frames[order[0]][None], a6_frames[order[1]][None])
         state = model.init_state(1, v1)
         query = None
+        tokens = 0
         for k in range(len(order) - 1):
             if k > 0:
                 v1, v2 = v2, model.encode(a6_frames[order[k + 1]][None])
@@ -117,14 +125,16 @@ def test_a6_memory(a6: dict, a6_model: Spann3R, a6_frames: torch.Tensor, a6_resu
                 assert_close(step.fused, log["reads"][k - 1]["out"], what=f"step {k} read out")
             query = step.query
             s = log["steps"][k]
-            assert s["inserted"] and not s["pruned"]
+            # our gate decision is the official one (a skipped insertion leaves the count)
+            tokens_before, tokens = tokens, int(state.count[0])
+            assert (tokens > tokens_before or s["pruned"]) == s["inserted"], f"step {k} gate"
             assert int(state.count[0]) == s["tokens_after"], f"step {k} tokens"
             assert int(state.work_frames[0]) == s["wm_after"], f"step {k} wm"
             assert int(state.long_tokens[0]) == s["lm_after"], f"step {k} lm"
     mem = a6_result.reconstruction.memory
     final = log["final"]
     x = final["mem_k"].shape[1]
-    assert mem.count.tolist() == [x] == [80]
+    assert mem.count.tolist() == [x]
     assert mem.work_frames.tolist() == [final["wm"]]
     assert mem.long_tokens.tolist() == [final["lm"]]
     assert_close(mem.keys[:, :x], final["mem_k"], what="final mem_k")
@@ -149,9 +159,12 @@ def test_a6_equals_forward_on_chosen_order(
 
 
 def test_batch_equals_each_sample_and_input_order_is_irrelevant(
-    a6_model: Spann3R, a6_frames: torch.Tensor, a6_result: OfflineResult
+    a6: dict, a6_model: Spann3R, a6_frames: torch.Tensor, a6_result: OfflineResult
 ) -> None:
-    perm = torch.tensor([3, 5, 0, 2, 1, 4])
+    n = a6_frames.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    if torch.equal(perm, torch.arange(n)):
+        perm = perm.flip(0)
     shuffled = a6_frames[perm]
     batch = offline_reconstruction(a6_model, torch.stack([shuffled, a6_frames]))
     alone = offline_reconstruction(a6_model, shuffled[None])
@@ -167,8 +180,10 @@ def test_batch_equals_each_sample_and_input_order_is_irrelevant(
         for c1, c2 in zip(batch.choices[b], single.choices[0], strict=True):
             assert c1.chosen == c2.chosen
             assert torch.equal(c1.scores, c2.scores)
-    # the same physical frames are chosen whatever the input order (no ties here)
-    assert perm[batch.order[0]].tolist() == a6_result.order[0].tolist()
+    # the same physical frames are chosen whatever the input order, unless two candidates tie
+    # exactly (duplicate frames: the tie goes to the earlier index, which the shuffle changes)
+    if not a6["decision_margins"]["exact_ties"]:
+        assert perm[batch.order[0]].tolist() == a6_result.order[0].tolist()
     assert torch.equal(batch.reconstruction.pts3d[0], a6_result.reconstruction.pts3d[0])
     assert_close(batch.score_matrix[0], a6_result.score_matrix[0][perm][:, perm], 1e-6)
 
@@ -178,19 +193,19 @@ def test_spanning_tree_mode(
 ) -> None:
     res = offline_reconstruction(a6_model, a6_frames, "spanning_tree", return_steps=True)
     order = res.order[0]
-    assert sorted(order.tolist()) == list(range(6))
-    assert int(order[0]) == int(res.initial_pair[0, 0]) == 0
+    assert sorted(order.tolist()) == list(range(a6_frames.shape[0]))
+    assert int(order[0]) == int(res.initial_pair[0, 0]) == a6["pair_graph"]["initial_pair"][0]
     assert res.choices == [[]] and res.method == "spanning_tree"
     # deterministic: the same pair graph as the next-best-view run, and the order Prim gives on
     # the official matrix (smallest link margin there 5.2e-5; ours differs from it by 6e-8)
     assert torch.equal(res.score_matrix, a6_result.score_matrix)
-    assert order.tolist() == spanning_tree_order(a6["pair_graph"]["conf_matrix"], 0).tolist()
-    assert order.tolist() == [0, 4, 3, 5, 1, 2]
+    root = a6["pair_graph"]["initial_pair"][0]
+    assert order.tolist() == spanning_tree_order(a6["pair_graph"]["conf_matrix"], root).tolist()
     with torch.no_grad():
         want = a6_model(a6_frames[order][None], return_steps=True)
     assert torch.equal(res.reconstruction.pts3d, want.pts3d)
     assert res.reconstruction.steps is not None and want.steps is not None
-    assert torch.equal(res.reconstruction.steps.pts_right, want.steps.pts_right)
+    assert torch.equal(res.reconstruction.steps.pts_view2, want.steps.pts_view2)
 
 
 # ---------------------------------------------------------------------- small random model
@@ -233,7 +248,7 @@ def test_steps_mode_restoration_and_two_frames(tiny: Spann3R) -> None:
             want = tiny(frames[b, res.order[b]][None], return_steps=True)
         assert torch.equal(res.reconstruction.pts3d[b], want.pts3d[0])
         assert res.reconstruction.steps is not None and want.steps is not None
-        assert torch.equal(res.reconstruction.steps.conf_right[b], want.steps.conf_right[0])
+        assert torch.equal(res.reconstruction.steps.conf_view2[b], want.steps.conf_view2[0])
         assert res.order[b, :2].tolist() == res.initial_pair[b].tolist()
     two = offline_reconstruction(tiny, frames[0, :2])  # N = 2: the initial pair, no search
     assert two.choices == [[]]

@@ -208,16 +208,16 @@ def test_deferred_second_head_changes_nothing(model: Spann3R) -> None:
         else:  # the newest frame as view 2 of the latest step
             assert preview is not None and not preview.final and preview.index == t
             torch.testing.assert_close(
-                preview.pts3d, ref.steps.pts_right[0, t - 1], atol=TOL, rtol=TOL
+                preview.pts3d, ref.steps.pts_view2[0, t - 1], atol=TOL, rtol=TOL
             )
             torch.testing.assert_close(
-                preview.conf, ref.steps.conf_right[0, t - 1], atol=TOL, rtol=TOL
+                preview.conf, ref.steps.conf_view2[0, t - 1], atol=TOL, rtol=TOL
             )
     last = eager.finish()
     assert last is not None and last.final
     results.append(last)
-    torch.testing.assert_close(lazy[-1].pts3d, ref.steps.pts_right[0, -1], atol=TOL, rtol=TOL)
-    torch.testing.assert_close(lazy[-1].conf, ref.steps.conf_right[0, -1], atol=TOL, rtol=TOL)
+    torch.testing.assert_close(lazy[-1].pts3d, ref.steps.pts_view2[0, -1], atol=TOL, rtol=TOL)
+    torch.testing.assert_close(lazy[-1].conf, ref.steps.conf_view2[0, -1], atol=TOL, rtol=TOL)
     for a, b in zip(lazy, results, strict=True):
         torch.testing.assert_close(a.pts3d, b.pts3d, atol=TOL, rtol=TOL)
         torch.testing.assert_close(a.conf, b.conf, atol=TOL, rtol=TOL)

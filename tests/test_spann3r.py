@@ -32,7 +32,12 @@ def test_shapes_and_the_reference_frame(model: Spann3R) -> None:
     frames = _frames(2, 4)
     with torch.no_grad():
         out = model(frames)
+        pair = model.dust3r(frames[:, 0], frames[:, 1])
     assert out.pts3d.shape == (2, 4, 32, 48, 3) and out.conf.shape == (2, 4, 32, 48)
+    # Frame 0 is the reference: step 0 reads no memory, so its points are the pair model's
+    # view-1 prediction of (frame 0, frame 1), in frame 0's own camera frame.
+    torch.testing.assert_close(out.pts3d[:, 0], pair.view1.pts3d, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.conf[:, 0], pair.view1.conf, atol=1e-5, rtol=1e-5)
     assert out.steps is None and bool((out.conf >= 1).all())
     assert out.memory.count.tolist() == [6 * 4 - 6, 6 * 4 - 6]  # 3 insertions of P = 6
 
@@ -44,16 +49,20 @@ def test_skipping_the_second_head_changes_nothing(model: Spann3R) -> None:
         full = model(frames, return_steps=True)
     assert torch.equal(lean.pts3d, full.pts3d) and torch.equal(lean.conf, full.conf)
     assert full.steps is not None
-    assert torch.equal(full.steps.pts_left, full.pts3d[:, :-1])
-    assert torch.equal(full.steps.pts_right[:, -1], full.pts3d[:, -1])
+    assert torch.equal(full.steps.pts_view1, full.pts3d[:, :-1])
+    assert torch.equal(full.steps.pts_view2[:, -1], full.pts3d[:, -1])
 
 
 def test_batch_equals_per_sample_with_different_gate_decisions(model: Spann3R) -> None:
     frames = _frames(2, 5, seed=2)
-    frames[0, 2] = frames[0, 1]  # sample 0 repeats a frame: its gate may skip an insertion
+    # Sample 0: a static camera from frame 1 on, so its gate skips the insertions of frames 2
+    # and 3 (similarity ~0.998 > 0.95); sample 1 moves and inserts every frame (max ~0.69).
+    frames[0, 2:] = frames[0, 1]
     with torch.no_grad():
         both = model(frames)
         alone = [model(frames[b : b + 1]) for b in range(2)]
+    p = (32 // 16) * (48 // 16)
+    assert both.memory.count.tolist() == [2 * p, 4 * p], "the per-sample gates must differ"
     for b in range(2):
         torch.testing.assert_close(both.pts3d[b], alone[b].pts3d[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(both.conf[b], alone[b].conf[0], atol=1e-5, rtol=1e-5)
@@ -66,7 +75,7 @@ def test_training_mode_returns_every_step_and_inserts_every_frame() -> None:
     out = model(_frames(1, 4))
     assert out.steps is not None and out.steps.num_steps == 3
     assert out.memory.count.tolist() == [3 * 6]
-    assert out.steps.pts_right.requires_grad
+    assert out.steps.pts_view2.requires_grad
 
 
 def test_memory_subclass_from_the_registry() -> None:
@@ -82,12 +91,16 @@ def test_memory_options_through_the_config() -> None:
     torch.manual_seed(0)
     model = sm.create_model("spann3r_tiny", memory=None, mem_enc_depth=1)
     small = sm.create_model(
-        "spann3r_tiny", memory=SpatialMemory(MemoryConfig(dim=64, long_mem_tokens=12))
+        "spann3r_tiny",
+        memory=SpatialMemory(MemoryConfig(dim=64, long_mem_tokens=12, sim_thresh=1.0)),
     )
     assert len(model.memory_encoder.blocks) == 1
     with torch.no_grad():
-        out = small.eval()(_frames(1, 8, seed=3))
-    assert int(out.memory.count[0]) <= 12 + 5 * 6
+        out = small.eval()(_frames(1, 10, seed=3))
+    # 9 insertions of P = 6 tokens (no gate with sim_thresh=1.0) overflow 5 working frames plus
+    # 12 long-term tokens: the small memory consolidated.
+    assert int(out.memory.count[0]) < 9 * 6
+    assert int(out.memory.long_tokens[0]) <= 12 and int(out.memory.work_frames[0]) == 5
     with pytest.raises(ValueError, match="width"):
         sm.create_model("spann3r_tiny", memory=SpatialMemory(MemoryConfig(dim=32)))
     with pytest.raises(ValueError, match=r"memory\.dim"):

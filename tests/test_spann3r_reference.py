@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import assert_close, load_fixture
-from spatialmem.interop import build_official, official_keymap
-from spatialmem.losses import SequenceTarget, Spann3RLoss
+from spatialmem.interop import build_official, official_keymap, sequence_target_from_official
+from spatialmem.losses import Spann3RLoss
 from spatialmem.memory import MemoryState, SpatialMemory
 from spatialmem.models import PairStep, Spann3R
 
@@ -102,9 +102,9 @@ def test_training_mode_returns_the_step_predictions(run) -> None:
         return
     assert out.steps is not None
     for i, step in enumerate(steps):
-        assert_close(out.steps.pts_left[:, i], step.view1.pts3d, what=f"{name} left {i}")
-        assert_close(out.steps.pts_right[:, i], step.view2.pts3d, what=f"{name} right {i}")
-        assert_close(out.steps.conf_right[:, i], step.view2.conf, what=f"{name} conf {i}")
+        assert_close(out.steps.pts_view1[:, i], step.view1.pts3d, what=f"{name} left {i}")
+        assert_close(out.steps.pts_view2[:, i], step.view2.pts3d, what=f"{name} right {i}")
+        assert_close(out.steps.conf_view2[:, i], step.view2.conf, what=f"{name} conf {i}")
 
 
 def test_first_step_intermediates(run) -> None:
@@ -113,7 +113,7 @@ def test_first_step_intermediates(run) -> None:
     frames = torch.stack(fx["inputs"]["img"], dim=1)
     with torch.no_grad():
         view1, view2 = model.encode_pair(frames[:, 0], frames[:, 1])
-        dec1, dec2 = model.decode(view1.tokens, view1, view2)
+        dec1, dec2 = model.dust3r.decode(view1, view2)
         pts_tokens, _ = model.memory_encoder.patch_embed(steps[0].view1.pts3d.permute(0, 3, 1, 2))
     assert_close(view1.tokens, it["frame0_enc_tokens"], what="frame 0 tokens")
     assert_close(view2.tokens, it["frame1_enc_tokens"], what="frame 1 tokens")
@@ -183,7 +183,7 @@ def test_end_to_end_parameter_gradients_match_the_official_training_step() -> No
     frames = torch.stack(a5["inputs"]["img"], dim=1)
     out = model(frames)
     criterion = Spann3RLoss(alpha=a7["train_loss"]["alpha"], batch_coupled=True)
-    loss = criterion(out.steps, SequenceTarget.from_official(a7["inputs"]["gt"])).loss
+    loss = criterion(out.steps, sequence_target_from_official(a7["inputs"]["gt"])).loss
     assert_close(loss, torch.as_tensor(float(a7["train_loss"]["total"])), what="total loss")
     loss.backward()
     # Official names (aliases included) of every parameter.

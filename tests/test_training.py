@@ -21,6 +21,8 @@ import torch
 from spatialmem import value_checks
 from spatialmem.data.curriculum import CurriculumConfig
 from spatialmem.data.scenes import (
+    SceneBatch,
+    SceneClip,
     SyntheticScene,
     SyntheticScenes,
     collate_clips,
@@ -43,7 +45,8 @@ from spatialmem.training import (
     warmup_cosine,
     wrap_ddp,
 )
-from spatialmem.training.runner import main
+from spatialmem.training.runner import TrainConfig, build_parser, config_from_args, main
+from spatialmem.types import SequenceTarget
 
 H = W = 32
 T = 3
@@ -101,12 +104,12 @@ def recorded(model: torch.nn.Module, recorder: GradRecorder) -> dict[str, torch.
 
 
 def ddp_dataset() -> SyntheticScenes:
-    return SyntheticScenes(4, n_frames=T, height=H, width=W, seed=7)
+    return SyntheticScenes(4, num_frames=T, height=H, width=W, seed=7)
 
 
 # --------------------------------------------------------------------------- synthetic scenes
 def test_clip_ground_truth_is_consistent() -> None:
-    clip = synthetic_clip(n_frames=4, height=24, width=40, seed=3, stride=2)
+    clip = synthetic_clip(num_frames=4, height=24, width=40, seed=3, stride=2)
     assert clip.images.shape == (4, 3, 24, 40)
     assert clip.pts3d.shape == (4, 24, 40, 3) and clip.valid.dtype == torch.bool
     assert clip.images.min() >= -1 and clip.images.max() <= 1
@@ -146,7 +149,7 @@ def test_window_is_invalid() -> None:
 
 
 def test_collate_builds_model_input_and_target() -> None:
-    ds = SyntheticScenes(3, n_frames=T, height=H, width=W)
+    ds = SyntheticScenes(3, num_frames=T, height=H, width=W)
     batch = collate_clips([ds[0], ds[1], ds[2]])
     assert batch.frames.shape == (3, T, 3, H, W)
     assert batch.target.pts3d.shape == (3, T, H, W, 3)
@@ -157,9 +160,24 @@ def test_collate_builds_model_input_and_target() -> None:
     assert len({float(c.images.sum()) for c in (ds[0], ds[1], ds[2])}) == 3
 
 
+def test_batches_and_clips_move_as_a_whole() -> None:
+    ds = SyntheticScenes(2, num_frames=T, height=H, width=W)
+    batch = collate_clips([ds[0], ds[1]])
+    moved = batch.to("cpu", non_blocking=True)
+    assert isinstance(moved, SceneBatch) and isinstance(moved.target, SequenceTarget)
+    assert torch.equal(moved.target.pts3d, batch.target.pts3d)
+    half = batch.to(torch.float64)
+    assert half.frames.dtype == half.target.pts3d.dtype == torch.float64
+    one = batch[1:2]
+    assert one.batch_size == 1 and torch.equal(one.target.valid[0], ds[1].valid)
+    clip = ds[0].clone()
+    assert clip.images.data_ptr() != ds[0].images.data_ptr()
+    assert torch.equal(SceneClip.stack([clip, ds[1]]).intrinsics[1], ds[1].intrinsics)
+
+
 def test_curriculum_dataset_follows_the_schedule() -> None:
-    cfg = CurriculumConfig(max_interval=5, n_frames=T)
-    ds = SyntheticScenes(2, n_frames=T, height=H, width=W, curriculum=cfg, num_epochs=4)
+    cfg = CurriculumConfig(max_interval=5, num_frames=T)
+    ds = SyntheticScenes(2, num_frames=T, height=H, width=W, curriculum=cfg, num_epochs=4)
     gaps0 = ds.frame_indices(0).diff()
     ds.set_epoch(2)  # progress 0.5: the largest interval
     assert torch.equal(gaps0, torch.ones(T - 1, dtype=torch.int64))
@@ -173,10 +191,10 @@ def test_scene_errors() -> None:
         collate_clips([])
     with pytest.raises(ValueError, match="same"):
         collate_clips([synthetic_clip(2, 32, 32), synthetic_clip(2, 16, 32)])
-    with pytest.raises(ValueError, match="n_frames"):
-        SyntheticScenes(2, n_frames=3, curriculum=CurriculumConfig(max_interval=2, n_frames=4))
+    with pytest.raises(ValueError, match="num_frames"):
+        SyntheticScenes(2, num_frames=3, curriculum=CurriculumConfig(max_interval=2, num_frames=4))
     with pytest.raises(IndexError):
-        SyntheticScenes(2, n_frames=2)[2]
+        SyntheticScenes(2, num_frames=2)[2]
 
 
 # --------------------------------------------------------------------------- the step
@@ -317,14 +335,38 @@ def test_overfits_one_sequence() -> None:
 # --------------------------------------------------------------------------- entry point
 def test_entry_point_single_process(tmp_path: Path) -> None:
     out = tmp_path / "tiny.pt"
-    args = ["--model", "spann3r_tiny", "--synthetic", "--steps", "2", "--batch-size", "2"]
+    args = ["--model", "spann3r_tiny", "--steps", "2", "--batch-size", "2"]
     args += ["--num-scenes", "4", "--frames", "3", "--height", "32", "--width", "32"]
     assert main([*args, "--log-every", "1", "--out", str(out)]) == 0
     payload = torch.load(out, weights_only=True)
-    assert payload["step"] == 2 and payload["train_config"]["n_frames"] == 3
-    load_checkpoint(create_model("spann3r_tiny"), out)
+    assert payload["step"] == 2 and payload["train_config"]["num_frames"] == 3
+    report = load_checkpoint(create_model("spann3r_tiny"), out)
+    assert report.config_mismatch == [] and report.metadata["step"] == 2
+    assert report.metadata["train_config"] == payload["train_config"]
     with pytest.raises(SystemExit):
-        main(["--steps", "2"])  # no dataset
+        main(["--synthetic", "--steps", "2"])  # the option that selected nothing is gone
+    with pytest.raises(SystemExit):
+        main(["--steps", "0"])  # TrainConfig's checks become command-line errors
+
+
+def test_command_line_options_are_the_config_fields() -> None:
+    parser = build_parser()
+    defaults = config_from_args(parser.parse_args([]))
+    assert defaults == TrainConfig()
+    args = ["--num-frames", "4", "--no-curriculum", "--amp", "off", "--max-grad-norm", "0"]
+    args += ["--mem-dropout", "0.1", "--device", "cpu", "--lr", "1e-4"]
+    config = config_from_args(parser.parse_args(args))
+    assert config == TrainConfig(
+        num_frames=4, curriculum=False, amp="off", max_grad_norm=None, mem_dropout=0.1,
+        device="cpu", lr=1e-4,
+    )  # fmt: skip
+    assert config_from_args(parser.parse_args(["--frames", "3"])).num_frames == 3
+    options = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(options) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert options["amp"].choices == ("auto", "bf16", "fp16", "off")
+    assert "Frames per clip T" in options["num_frames"].help
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--amp", "fp8"])
 
 
 def _free_port() -> int:
@@ -391,7 +433,7 @@ def _ddp_worker(out_dir: Path) -> None:
         out_dir / f"rank{ctx.rank}.pt",
     )
     # The real entry point, as `torchrun -m spatialmem.training` runs it.
-    sys.argv = ["spatialmem.training", "--model", "spann3r_tiny", "--synthetic", "--steps", "2"]
+    sys.argv = ["spatialmem.training", "--model", "spann3r_tiny", "--steps", "2"]
     sys.argv += ["--batch-size", "1", "--num-scenes", "4", "--frames", "3", "--height", "32"]
     sys.argv += ["--width", "32", "--log-every", "1", "--out", str(out_dir / "ddp.pt")]
     try:

@@ -1,13 +1,15 @@
 """spatialmem: typed, composable PyTorch modules for memory-based online 3D reconstruction.
 
-Quick start::
+Quick start:
 
-    import spatialmem as sm
+```python
+import spatialmem as sm
 
-    model = sm.create_model("spann3r_vitl_dpt512")
-    sm.load_checkpoint(model, "spann3r.pth")
-    out = model.eval()(frames)      # frames [B, T, 3, H, W] in [-1, 1]
-    out.pts3d                       # [B, T, H, W, 3], every frame in frame 0's camera frame
+model = sm.create_model("spann3r_vitl_dpt512")
+sm.load_checkpoint(model, "spann3r.pth")
+out = model.eval()(frames)      # frames [B, T, 3, H, W] in [-1, 1]
+out.pts3d                       # [B, T, H, W, 3], every frame in frame 0's camera frame
+```
 """
 
 from spatialmem._typing import typecheck_requested

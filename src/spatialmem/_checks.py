@@ -2,8 +2,17 @@
 
 Shape and dtype checks read only tensor metadata and are always on. Value checks (NaN/Inf
 detection) read tensor data, which forces a device synchronisation on CUDA; they are on by default
-and can be switched off for speed with :func:`set_value_checks` or the
-``SPATIALMEM_VALUE_CHECKS=0`` environment variable.
+and can be switched off for speed with [set_value_checks][spatialmem.set_value_checks] or the
+``SPATIALMEM_VALUE_CHECKS=0`` environment variable (the library's one switch, like kornia's
+``KORNIA_CHECKS``).
+
+Checks run once, at the door. A public entry point (a model's ``forward``, a reconstructor's
+``step``, a memory method called by a user) validates its arguments and then runs its body inside
+[internal_calls][spatialmem._checks.internal_calls]; the library's own calls made from there see
+[checks_active][spatialmem._checks.checks_active] return ``False`` and skip their checks, so no
+check (and no host synchronisation) runs inside the per-frame loop. The nesting depth is a
+process-wide counter (not per thread): a check skipped in one thread while another thread is
+inside an entry point costs a clear error message, never a wrong result.
 """
 
 import contextlib
@@ -19,6 +28,8 @@ __all__ = [
     "check_positive",
     "check_same_batch",
     "check_tensor",
+    "checks_active",
+    "internal_calls",
     "set_value_checks",
     "value_checks",
     "value_checks_enabled",
@@ -50,13 +61,37 @@ def set_value_checks(enabled: bool) -> None:
 
 @contextlib.contextmanager
 def value_checks(enabled: bool) -> Iterator[None]:
-    """Context manager form of :func:`set_value_checks` that restores the previous setting."""
+    """Context manager form of [`set_value_checks`][spatialmem.set_value_checks] that restores the
+    previous setting."""
     previous = _VALUE_CHECKS
     set_value_checks(enabled)
     try:
         yield
     finally:
         set_value_checks(previous)
+
+
+_INTERNAL_DEPTH = 0
+
+
+def checks_active() -> bool:
+    """Whether the current call came from outside the library (so its arguments need checks).
+
+    ``False`` inside [internal_calls][spatialmem._checks.internal_calls], i.e. when a public entry
+    point that already validated its input calls the library's own modules and methods.
+    """
+    return _INTERNAL_DEPTH == 0
+
+
+@contextlib.contextmanager
+def internal_calls() -> Iterator[None]:
+    """Mark the calls made inside the block as the library's own (their checks are skipped)."""
+    global _INTERNAL_DEPTH
+    _INTERNAL_DEPTH += 1
+    try:
+        yield
+    finally:
+        _INTERNAL_DEPTH -= 1
 
 
 def _describe(x: object) -> str:
@@ -152,11 +187,3 @@ def check_same_batch(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
     if len(set(sizes)) > 1:
         detail = ", ".join(f"`{n}` {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
         raise ValueError(f"arguments must have the same batch size, got {detail}")
-
-
-def check_same_shape(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
-    """Raise ``ValueError`` unless all tensors have exactly the same shape."""
-    shapes = [tuple(t.shape) for t in tensors]
-    if len(set(shapes)) > 1:
-        detail = ", ".join(f"`{n}` {s}" for n, s in zip(names, shapes, strict=True))
-        raise ValueError(f"arguments must have the same shape, got {detail}")

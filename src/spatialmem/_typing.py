@@ -26,9 +26,8 @@ Dimension names used throughout the library:
 import os
 
 from jaxtyping import Bool, Float, Int, Shaped
-from torch import Tensor
 
-__all__ = ["TYPECHECK_ENV", "Bool", "Float", "Int", "Shaped", "Tensor", "typecheck_requested"]
+__all__ = ["TYPECHECK_ENV", "Bool", "Float", "Int", "Shaped", "typecheck_requested"]
 
 TYPECHECK_ENV = "SPATIALMEM_TYPECHECK"
 

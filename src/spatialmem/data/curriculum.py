@@ -6,19 +6,23 @@ with training progress and, for the last quarter of training, shrinks again so t
 training frame interval ends close to the one used at inference.
 
 With training ratio ``η ∈ [0, 1]`` (fraction of training done) the paper defines the *active
-ratio* (Eq. 15)::
+ratio* (Eq. 15):
 
-    η_a = min(1, 2η)            if η < 0.75
-    η_a = max(0.5, 4 - 4η)      otherwise
+```text
+η_a = min(1, 2η)            if η < 0.75
+η_a = max(0.5, 4 - 4η)      otherwise
+```
 
-and the sampling interval (Eq. 14)::
+and the sampling interval (Eq. 14):
 
-    interval = T_min + η_a (T_max - T_min)
+```text
+interval = T_min + η_a (T_max - T_min)
+```
 
 so the interval rises linearly from ``T_min`` to ``T_max`` over the first half of training,
 stays at ``T_max`` until 75 %, falls linearly to ``(T_min + T_max) / 2`` at 87.5 % and stays
 there until the end. (The paper calls the interval ``T``; in this library ``T`` is the number of
-frames of a clip, ``n_frames``.)
+frames of a clip, ``num_frames``.)
 
 Everything here works on integers only: a video length goes in, frame indices come out, so the
 sampler is independent of any dataset format.
@@ -142,7 +146,7 @@ class CurriculumConfig:
         max_interval: ``T_max`` of Eq. 14, the largest interval (in frames) between adjacent
             frames of a clip, reached between 50 % and 75 % of training. ``>= min_interval``.
         min_interval: ``T_min`` of Eq. 14, the interval at the start of training. ``>= 1``.
-        n_frames: frames per clip ``T`` (the paper uses 5). ``>= 2``.
+        num_frames: frames per clip ``T`` (the paper uses 5). ``>= 2``.
         mode: how frames are placed once the interval ``s`` is known (the paper leaves this
             open). ``"stride"``: frames ``start + k * s`` for ``k = 0..T-1`` with a random
             ``start``, i.e. every adjacent pair is exactly ``s`` apart. ``"window"``: ``T``
@@ -156,13 +160,13 @@ class CurriculumConfig:
 
     max_interval: int | float
     min_interval: int | float = 1
-    n_frames: int = 5
+    num_frames: int = 5
     mode: SampleMode = "stride"
 
     def __post_init__(self) -> None:
         _check_intervals(self.min_interval, self.max_interval)
-        if isinstance(self.n_frames, bool) or self.n_frames < 2:
-            raise ValueError(f"`n_frames` must be an integer >= 2, got {self.n_frames!r}")
+        if isinstance(self.num_frames, bool) or self.num_frames < 2:
+            raise ValueError(f"`num_frames` must be an integer >= 2, got {self.num_frames!r}")
         if self.mode not in ("stride", "window"):
             raise ValueError(f"`mode` must be 'stride' or 'window', got {self.mode!r}")
 
@@ -202,8 +206,9 @@ def sample_clip_indices(
     ``s``; the clip start is then drawn uniformly among all positions where the clip fits.
 
     Args:
-        num_video_frames: number of frames ``N`` of the video, ``>= config.n_frames``.
-        progress: training ratio ``η`` in [0, 1] (see :func:`training_progress`).
+        num_video_frames: number of frames ``N`` of the video, ``>= config.num_frames``.
+        progress: training ratio ``η`` in [0, 1] (see
+            [`training_progress`][spatialmem.data.training_progress]).
         config: sampler settings.
         generator: random source; an ``int`` is used as a seed of a fresh CPU generator,
             ``None`` uses torch's global generator. Equal seeds give equal clips.
@@ -214,10 +219,10 @@ def sample_clip_indices(
     Raises:
         ValueError: if the video has fewer than ``T`` frames or ``progress`` is outside [0, 1].
     """
-    n = config.n_frames
+    n = config.num_frames
     if isinstance(num_video_frames, bool) or num_video_frames < n:
         raise ValueError(
-            f"`num_video_frames` must be >= config.n_frames={n} (a clip needs that many "
+            f"`num_video_frames` must be >= config.num_frames={n} (a clip needs that many "
             f"distinct frames), got {num_video_frames!r}"
         )
     gen = _make_generator(generator)
@@ -249,14 +254,15 @@ class CurriculumClips(Dataset[Tensor]):
     """Per-video clip indices for one epoch, as a map-style dataset.
 
     Item ``i`` is the ``[T]`` frame indices of a clip of video ``i``, drawn with
-    :func:`sample_clip_indices` at training ratio ``epoch / num_epochs``. The draw depends only
-    on ``(seed, epoch, i)``, so it is reproducible and identical in every ``DataLoader`` worker.
-    Wrap it in your own dataset that loads the frames, and call :meth:`set_epoch` at the start
-    of every epoch (with ``persistent_workers=True`` the workers hold copies, so pass the epoch
-    through your dataset instead).
+    [`sample_clip_indices`][spatialmem.data.sample_clip_indices] at training ratio
+    ``epoch / num_epochs``. The draw depends only on ``(seed, epoch, i)``, so it is reproducible and
+    identical in every ``DataLoader`` worker. Wrap it in your own dataset that loads the frames, and
+    call [`set_epoch`][spatialmem.data.CurriculumClips.set_epoch] at the start of every epoch (with
+    ``persistent_workers=True`` the workers hold copies, so pass the epoch through your dataset
+    instead).
 
     Args:
-        video_lengths: number of frames of each video, each ``>= config.n_frames``.
+        video_lengths: number of frames of each video, each ``>= config.num_frames``.
         config: sampler settings.
         num_epochs: total number of training epochs, ``>= 1``.
         seed: base seed of the draws.
@@ -273,9 +279,9 @@ class CurriculumClips(Dataset[Tensor]):
         seed: int = 0,
     ) -> None:
         for i, length in enumerate(video_lengths):
-            if isinstance(length, bool) or length < config.n_frames:
+            if isinstance(length, bool) or length < config.num_frames:
                 raise ValueError(
-                    f"`video_lengths[{i}]` must be >= config.n_frames={config.n_frames}, "
+                    f"`video_lengths[{i}]` must be >= config.num_frames={config.num_frames}, "
                     f"got {length!r}"
                 )
         training_progress(0, num_epochs)  # validates num_epochs

@@ -12,14 +12,16 @@ Conventions: cameras follow OpenCV (x right, y down, z forward); poses are camer
 ``[4, 4]`` matrices; world ``y`` points down (the floor is the room's largest ``y``). Images are
 ``[3, H, W]`` in [-1, 1], the models' input range.
 
-Everything is a deterministic function of the seed and the frame indices::
+Everything is a deterministic function of the seed and the frame indices:
 
-    from spatialmem.data.scenes import SyntheticScenes, collate_clips
+```python
+from spatialmem.data.scenes import SyntheticScenes, collate_clips
 
-    dataset = SyntheticScenes(num_scenes=8, n_frames=5, height=64, width=64)
-    batch = collate_clips([dataset[0], dataset[1]])
-    batch.frames.shape          # [2, 5, 3, 64, 64]
-    batch.target.pts3d.shape    # [2, 5, 64, 64, 3] world points (a SequenceTarget)
+dataset = SyntheticScenes(num_scenes=8, num_frames=5, height=64, width=64)
+batch = collate_clips([dataset[0], dataset[1]])
+batch.frames.shape          # [2, 5, 3, 64, 64]
+batch.target.pts3d.shape    # [2, 5, 64, 64, 3] world points (a SequenceTarget)
+```
 """
 
 import hashlib
@@ -34,7 +36,8 @@ from torch.utils.data import Dataset
 from spatialmem._checks import check_tensor
 from spatialmem._typing import Bool, Float, Int
 from spatialmem.data.curriculum import CurriculumClips, CurriculumConfig
-from spatialmem.losses.structures import SequenceTarget
+from spatialmem.tensor_dataclass import TensorDataclass
+from spatialmem.types import SequenceTarget
 
 __all__ = [
     "SceneBatch",
@@ -49,8 +52,17 @@ _TWO_PI = 2.0 * math.pi
 
 
 @dataclass(eq=False)
-class SceneClip:
-    """``T`` frames of one scene with their ground truth."""
+class SceneClip(TensorDataclass):
+    """``T`` frames of one scene with their ground truth.
+
+    A [`TensorDataclass`][spatialmem.tensor_dataclass.TensorDataclass] without a batch
+    dimension: dimension 0 is the frame axis ``T``, and ``intrinsics`` has none. The operations
+    that transform every tensor (``to``, ``detach``, ``clone``, ``pin_memory``, ``apply``) apply
+    as they are, and ``SceneClip.stack(clips)`` stacks clips of one shape along a new batch
+    dimension; indexing (``clip[1:3]``) would also slice the rows of ``intrinsics``, so render
+    the frames you need with
+    [`SyntheticScene.render`][spatialmem.data.scenes.SyntheticScene.render] instead.
+    """
 
     images: Float[Tensor, "T 3 H W"]
     """Rendered frames in [-1, 1]."""
@@ -78,8 +90,16 @@ class SceneClip:
 
 
 @dataclass(eq=False)
-class SceneBatch:
-    """A batch of clips: model input plus the loss target (see :func:`collate_clips`)."""
+class SceneBatch(TensorDataclass):
+    """A batch of clips: model input plus the loss target (see
+    [`collate_clips`][spatialmem.data.scenes.collate_clips]).
+
+    A batch-first [`TensorDataclass`][spatialmem.tensor_dataclass.TensorDataclass]:
+    ``batch.to(device, non_blocking=True)`` moves every tensor (the nested ``target`` too;
+    pinned host memory and ``non_blocking`` overlap the copy with compute on CUDA),
+    ``pin_memory()`` is what ``DataLoader(pin_memory=True)`` calls, and ``batch[i : i + 1]``
+    takes one clip.
+    """
 
     frames: Float[Tensor, "B T 3 H W"]
     """Model input, in [-1, 1]."""
@@ -95,42 +115,16 @@ class SceneBatch:
         """Number of clips ``B``."""
         return self.frames.shape[0]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "SceneBatch":
-        """A copy of the batch on ``device`` (pinned host memory + ``non_blocking`` overlaps the
-        copy with compute on CUDA)."""
-
-        def move(x: Tensor) -> Tensor:
-            return x.to(device, non_blocking=non_blocking)
-
-        t = self.target
-        return SceneBatch(
-            frames=move(self.frames),
-            target=SequenceTarget(move(t.pts3d), move(t.valid), move(t.camera_pose0)),
-            camera_pose=move(self.camera_pose),
-            intrinsics=move(self.intrinsics),
-        )
-
-    def pin_memory(self) -> "SceneBatch":
-        """Page-locked copy (called by ``DataLoader(pin_memory=True)``)."""
-        t = self.target
-        return SceneBatch(
-            frames=self.frames.pin_memory(),
-            target=SequenceTarget(
-                t.pts3d.pin_memory(), t.valid.pin_memory(), t.camera_pose0.pin_memory()
-            ),
-            camera_pose=self.camera_pose.pin_memory(),
-            intrinsics=self.intrinsics.pin_memory(),
-        )
-
 
 def collate_clips(clips: Sequence[SceneClip]) -> SceneBatch:
-    """Stack clips of equal shape into a :class:`SceneBatch` (a ``DataLoader`` ``collate_fn``).
+    """Stack clips of equal shape into a [`SceneBatch`][spatialmem.data.scenes.SceneBatch] (a
+    ``DataLoader`` ``collate_fn``).
 
     Args:
         clips: ``B >= 1`` clips, all ``[T, 3, H, W]`` with the same ``T``, ``H``, ``W``.
 
     Returns:
-        ``frames [B, T, 3, H, W]`` and a :class:`~spatialmem.losses.SequenceTarget` with
+        ``frames [B, T, 3, H, W]`` and a [`SequenceTarget`][spatialmem.types.SequenceTarget] with
         ``pts3d [B, T, H, W, 3]``, ``valid [B, T, H, W]`` and ``camera_pose0 [B, 4, 4]``.
 
     Raises:
@@ -147,16 +141,16 @@ def collate_clips(clips: Sequence[SceneClip]) -> SceneBatch:
                 f"all clips must have the same [T, 3, H, W] shape: clips[0] has {shape}, "
                 f"clips[{i}] has {tuple(clip.images.shape)}"
             )
-    poses = torch.stack([c.camera_pose for c in clips])
+    stacked = SceneClip.stack(clips)
     return SceneBatch(
-        frames=torch.stack([c.images for c in clips]),
+        frames=stacked.images,
         target=SequenceTarget(
-            pts3d=torch.stack([c.pts3d for c in clips]),
-            valid=torch.stack([c.valid for c in clips]),
-            camera_pose0=poses[:, 0].clone(),
+            pts3d=stacked.pts3d,
+            valid=stacked.valid,
+            camera_pose0=stacked.camera_pose[:, 0].clone(),
         ),
-        camera_pose=poses,
-        intrinsics=torch.stack([c.intrinsics for c in clips]),
+        camera_pose=stacked.camera_pose,
+        intrinsics=stacked.intrinsics,
     )
 
 
@@ -168,8 +162,9 @@ def _unit(v: Tensor) -> Tensor:
 class SyntheticScene:
     """One random scene: room, box, texture and camera trajectory (see the module docstring).
 
-    Build it with :meth:`random`; render any frames of its (unbounded) video with
-    :meth:`render`. All tensors are float32 on the CPU.
+    Build it with [`random`][spatialmem.data.scenes.SyntheticScene.random]; render any frames of its
+    (unbounded) video with [`render`][spatialmem.data.scenes.SyntheticScene.render]. All tensors are
+    float32 on the CPU.
     """
 
     room_lo: Float[Tensor, "3"]
@@ -275,7 +270,8 @@ class SyntheticScene:
         """Camera-to-world poses of the given frames of the video.
 
         Frame ``t`` is at ``start + t * velocity + sway * sin(2 pi t / sway_period)`` and looks
-        at :attr:`look_at` with the world's ``+y`` as "down".
+        at [`look_at`][spatialmem.data.scenes.SyntheticScene.look_at] with the world's ``+y`` as
+        "down".
         """
         t = frame_indices.to(torch.float32)[:, None]
         phase = torch.sin(_TWO_PI * t / self.sway_period)
@@ -294,12 +290,13 @@ class SyntheticScene:
 
         Args:
             frame_indices: ``[T]`` integer frame numbers (any, e.g. from the curriculum
-                sampler); frame ``t``'s pose is :meth:`camera_pose` of ``t``.
+                sampler); frame ``t``'s pose is
+                [`camera_pose`][spatialmem.data.scenes.SyntheticScene.camera_pose] of ``t``.
             height: image height ``H``.
             width: image width ``W``.
 
         Returns:
-            The :class:`SceneClip` of those frames.
+            The [`SceneClip`][spatialmem.data.scenes.SceneClip] of those frames.
         """
         check_tensor("frame_indices", frame_indices, ndim=1, floating=False, expected="T")
         if height < 1 or width < 1:
@@ -368,7 +365,7 @@ class SyntheticScene:
 
 
 def synthetic_clip(
-    n_frames: int = 5,
+    num_frames: int = 5,
     height: int = 64,
     width: int = 64,
     seed: int = 0,
@@ -377,19 +374,21 @@ def synthetic_clip(
     """Frames ``0, stride, 2 stride, ...`` of the random scene ``seed``.
 
     Args:
-        n_frames: number of frames ``T``.
+        num_frames: number of frames ``T``.
         height: image height ``H``.
         width: image width ``W``.
-        seed: scene seed (see :meth:`SyntheticScene.random`).
+        seed: scene seed (see
+            [`SyntheticScene.random`][spatialmem.data.scenes.SyntheticScene.random]).
         stride: frame step between consecutive frames of the clip (the camera moves about
             5 cm per frame).
 
     Returns:
-        A :class:`SceneClip` with ``images [T, 3, H, W]`` in [-1, 1] and its ground truth.
+        A [`SceneClip`][spatialmem.data.scenes.SceneClip] with ``images [T, 3, H, W]`` in [-1, 1]
+        and its ground truth.
     """
-    if n_frames < 1 or stride < 1:
-        raise ValueError(f"`n_frames` and `stride` must be >= 1, got {n_frames}, {stride}")
-    indices = torch.arange(n_frames, dtype=torch.int64) * stride
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"`num_frames` and `stride` must be >= 1, got {num_frames}, {stride}")
+    indices = torch.arange(num_frames, dtype=torch.int64) * stride
     return SyntheticScene.random(seed).render(indices, height, width)
 
 
@@ -403,14 +402,15 @@ class SyntheticScenes(Dataset[SceneClip]):
 
     Scene ``i`` depends only on ``(seed, i)``. The frames of its clip are either fixed
     (``0, stride, 2 stride, ...``) or, with ``curriculum``, drawn from a video of
-    ``video_frames`` frames by :class:`~spatialmem.data.CurriculumClips` at training ratio
-    ``epoch / num_epochs`` (call :meth:`set_epoch` at the start of every epoch); the draw
-    depends only on ``(seed, epoch, i)``, so every ``DataLoader`` worker and every rank sees the
-    same clip for the same index.
+    ``video_frames`` frames by [`CurriculumClips`][spatialmem.data.CurriculumClips] at training
+    ratio ``epoch / num_epochs`` (call
+    [`set_epoch`][spatialmem.data.scenes.SyntheticScenes.set_epoch] at the start of every epoch);
+    the draw depends only on ``(seed, epoch, i)``, so every ``DataLoader`` worker and every rank
+    sees the same clip for the same index.
 
     Args:
         num_scenes: number of scenes (dataset length).
-        n_frames: frames per clip ``T``; must equal ``curriculum.n_frames`` when a curriculum is
+        num_frames: frames per clip ``T``; must equal ``curriculum.num_frames`` when a curriculum is
             given.
         height: image height ``H``.
         width: image width ``W``.
@@ -421,13 +421,14 @@ class SyntheticScenes(Dataset[SceneClip]):
         num_epochs: total training epochs (the curriculum's ``η = epoch / num_epochs``).
         speed: camera displacement per frame in metres.
 
-    Returns items of type :class:`SceneClip`; batch them with :func:`collate_clips`.
+    Returns items of type [`SceneClip`][spatialmem.data.scenes.SceneClip]; batch them with
+    [`collate_clips`][spatialmem.data.scenes.collate_clips].
     """
 
     def __init__(
         self,
         num_scenes: int,
-        n_frames: int = 5,
+        num_frames: int = 5,
         height: int = 64,
         width: int = 64,
         *,
@@ -440,18 +441,21 @@ class SyntheticScenes(Dataset[SceneClip]):
     ) -> None:
         if num_scenes < 1:
             raise ValueError(f"`num_scenes` must be >= 1, got {num_scenes}")
-        if n_frames < 2:
-            raise ValueError(f"`n_frames` must be >= 2 (a sequence needs a pair), got {n_frames}")
+        if num_frames < 2:
+            raise ValueError(
+                f"`num_frames` must be >= 2 (a sequence needs a pair), got {num_frames}"
+            )
         if height < 1 or width < 1 or stride < 1:
             raise ValueError(
                 f"`height`, `width` and `stride` must be >= 1, got {height}, {width}, {stride}"
             )
-        if curriculum is not None and curriculum.n_frames != n_frames:
+        if curriculum is not None and curriculum.num_frames != num_frames:
             raise ValueError(
-                f"`curriculum.n_frames`={curriculum.n_frames} must equal `n_frames`={n_frames}"
+                f"`curriculum.num_frames`={curriculum.num_frames} must equal "
+                f"`num_frames`={num_frames}"
             )
         self.num_scenes = num_scenes
-        self.n_frames = n_frames
+        self.num_frames = num_frames
         self.height = height
         self.width = width
         self.seed = seed
@@ -480,7 +484,7 @@ class SyntheticScenes(Dataset[SceneClip]):
         """Frame numbers of item ``index``'s clip (at the current epoch)."""
         if self.clips is not None:
             return self.clips[index]
-        return torch.arange(self.n_frames, dtype=torch.int64) * self.stride
+        return torch.arange(self.num_frames, dtype=torch.int64) * self.stride
 
     def __len__(self) -> int:
         return self.num_scenes

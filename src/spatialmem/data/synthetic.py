@@ -25,7 +25,7 @@ def to_model_range(images_u8: Tensor) -> Float[Tensor, "... 3 H W"]:
 
 
 def synthetic_sequence(
-    n_frames: int = 2,
+    num_frames: int = 2,
     height: int = 64,
     width: int = 64,
     seed: int = 0,
@@ -35,10 +35,10 @@ def synthetic_sequence(
 
     Each frame is an integer-offset crop of one canvas (sums of low-frequency sinusoids per
     channel), so consecutive frames overlap like a panning video. Quantised to ``uint8`` and
-    normalised with :func:`to_model_range`.
+    normalised with [`to_model_range`][spatialmem.data.to_model_range].
 
     Args:
-        n_frames: number of frames ``T``.
+        num_frames: number of frames ``T``.
         height: frame height ``H``.
         width: frame width ``W``.
         seed: random seed of the texture.
@@ -47,11 +47,13 @@ def synthetic_sequence(
     Returns:
         ``[T, 3, H, W]`` float32 images in [-1, 1].
     """
-    if n_frames < 1 or height < 1 or width < 1:
-        raise ValueError(f"need n_frames, height, width >= 1, got {n_frames}, {height}, {width}")
+    if num_frames < 1 or height < 1 or width < 1:
+        raise ValueError(
+            f"need num_frames, height, width >= 1, got {num_frames}, {height}, {width}"
+        )
     gen = torch.Generator().manual_seed(seed)
-    canvas_h = height + abs(step[0]) * (n_frames - 1)
-    canvas_w = width + abs(step[1]) * (n_frames - 1)
+    canvas_h = height + abs(step[0]) * (num_frames - 1)
+    canvas_w = width + abs(step[1]) * (num_frames - 1)
     ys = torch.arange(canvas_h, dtype=torch.float32)[:, None]
     xs = torch.arange(canvas_w, dtype=torch.float32)[None, :]
     n_sines = 6
@@ -66,8 +68,8 @@ def synthetic_sequence(
     canvas = 0.5 + 0.5 * torch.tanh(0.8 * canvas / math.sqrt(n_sines / 2))
     u8 = (canvas * 255).round().clamp(0, 255).to(torch.uint8)
     frames = []
-    for t in range(n_frames):
-        y0 = t * step[0] if step[0] >= 0 else (n_frames - 1 - t) * -step[0]
-        x0 = t * step[1] if step[1] >= 0 else (n_frames - 1 - t) * -step[1]
+    for t in range(num_frames):
+        y0 = t * step[0] if step[0] >= 0 else (num_frames - 1 - t) * -step[0]
+        x0 = t * step[1] if step[1] >= 0 else (num_frames - 1 - t) * -step[1]
         frames.append(u8[:, y0 : y0 + height, x0 : x0 + width])
     return to_model_range(torch.stack(frames).permute(0, 2, 3, 1))

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_same_batch, check_tensor
+from spatialmem._checks import check_same_batch, check_tensor, checks_active
 from spatialmem._typing import Float, Int
 from spatialmem.layers import DecoderBlock, RoPE2D, default_norm_layer
 from spatialmem.layers.blocks import NormLayer
@@ -93,9 +93,10 @@ class TwinDecoder(nn.Module):
             tokens (width ``Ce``), entries ``1..L`` the block outputs (width ``Cd``), the last one
             after the shared final norm.
         """
-        check_tensor("tokens1", tokens1, ndim=3, floating=True, dims={-1: self.enc_dim})
-        check_tensor("tokens2", tokens2, ndim=3, floating=True, dims={-1: self.enc_dim})
-        check_same_batch(["tokens1", "tokens2"], [tokens1, tokens2])
+        if checks_active():
+            check_tensor("tokens1", tokens1, ndim=3, floating=True, dims={-1: self.enc_dim})
+            check_tensor("tokens2", tokens2, ndim=3, floating=True, dims={-1: self.enc_dim})
+            check_same_batch(["tokens1", "tokens2"], [tokens1, tokens2])
         if extent is None:
             extent = int(torch.maximum(pos1.max(), pos2.max())) + 1
         dec1, dec2 = [tokens1], [tokens2]

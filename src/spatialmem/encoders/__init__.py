@@ -1,5 +1,5 @@
 """Image encoders."""
 
-from spatialmem.encoders.croco import CroCoEncoder, EncoderOutput
+from spatialmem.encoders.croco import CroCoEncoder, EncodedFrame
 
-__all__ = ["CroCoEncoder", "EncoderOutput"]
+__all__ = ["CroCoEncoder", "EncodedFrame"]

@@ -5,23 +5,45 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from spatialmem._checks import check_images, checks_active, internal_calls
 from spatialmem._typing import Float, Int
 from spatialmem.layers import EncoderBlock, PatchEmbed, RoPE2D, default_norm_layer
 from spatialmem.layers.blocks import NormLayer
+from spatialmem.tensor_dataclass import TensorDataclass
 
-__all__ = ["CroCoEncoder", "EncoderOutput"]
+__all__ = ["CroCoEncoder", "EncodedFrame"]
 
 
-@dataclass
-class EncoderOutput:
-    """Tokens of an encoded image batch."""
+@dataclass(eq=False)
+class EncodedFrame(TensorDataclass):
+    """A batch of images after the encoder, with what later stages need to know of it.
+
+    The pair models may feed the encoder a transposed image (portrait frames in the
+    ``"transpose"`` portrait mode); that is recorded here once, in
+    [transposed][spatialmem.encoders.EncodedFrame.transposed], so that the heads and the memory
+    encoder need not derive it again.
+    """
 
     tokens: Float[Tensor, "B P C"]
     """Encoder output after the final norm, row-major patch order."""
     positions: Int[Tensor, "B P 2"]
     """Integer (row, column) patch positions."""
     grid: tuple[int, int]
-    """Patch-grid size ``(h, w)``; ``P = h * w``."""
+    """Patch-grid size ``(h, w)`` as encoded; ``P = h * w``."""
+    image: Float[Tensor, "B C_in H W"]
+    """The images as given (before any transposition)."""
+    transposed: bool = False
+    """The encoder saw ``image`` transposed (a portrait frame encoded as landscape)."""
+
+    @property
+    def batch_size(self) -> int:
+        """Number of images ``B``."""
+        return self.tokens.shape[0]
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the images as given (untransposed)."""
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
 
 
 class CroCoEncoder(nn.Module):
@@ -73,14 +95,14 @@ class CroCoEncoder(nn.Module):
         )
         self.norm = norm_layer(embed_dim)
 
-    def forward(self, img: Float[Tensor, "B C_in H W"]) -> EncoderOutput:
+    def forward(self, img: Float[Tensor, "B C_in H W"]) -> EncodedFrame:
         """Encode images ``[B, 3, H, W]`` (values in [-1, 1] for the published weights)."""
         out, _ = self.forward_intermediates(img, indices=())
         return out
 
     def forward_intermediates(
         self, img: Float[Tensor, "B C_in H W"], indices: Sequence[int] | None = None
-    ) -> tuple[EncoderOutput, list[Float[Tensor, "B P C"]]]:
+    ) -> tuple[EncodedFrame, list[Float[Tensor, "B P C"]]]:
         """Encode and also return the outputs of selected blocks.
 
         Args:
@@ -91,13 +113,16 @@ class CroCoEncoder(nn.Module):
         Returns:
             ``(output, intermediates)`` with one ``[B, P, C]`` tensor per requested block.
         """
-        tokens, positions = self.patch_embed(img)
-        grid = self.patch_embed.grid_size((img.shape[-2], img.shape[-1]))
-        extent = max(grid)
-        wanted = set(range(len(self.blocks))) if indices is None else set(indices)
-        intermediates = []
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens, positions, extent)
-            if i in wanted:
-                intermediates.append(tokens)
-        return EncoderOutput(self.norm(tokens), positions, grid), intermediates
+        if checks_active():
+            check_images("img", img, self.patch_size, channels=self.patch_embed.in_chans)
+        with internal_calls():
+            tokens, positions = self.patch_embed(img)
+            grid = self.patch_embed.grid_size((img.shape[-2], img.shape[-1]))
+            extent = max(grid)
+            wanted = set(range(len(self.blocks))) if indices is None else set(indices)
+            intermediates = []
+            for i, block in enumerate(self.blocks):
+                tokens = block(tokens, positions, extent)
+                if i in wanted:
+                    intermediates.append(tokens)
+        return EncodedFrame(self.norm(tokens), positions, grid, img), intermediates

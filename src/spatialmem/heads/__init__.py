@@ -1,6 +1,6 @@
 """Prediction heads (DPT and linear) and the mapping of their raw output to points/confidences."""
 
-from spatialmem.heads.dpt import DPTHead, FeatureFusionBlock, ResidualConvUnit, default_dpt_hooks
+from spatialmem.heads.dpt import DPTHead, FeatureFusionBlock, ResidualConvUnit
 from spatialmem.heads.linear import LinearHead
 from spatialmem.heads.postprocess import (
     ConfMode,
@@ -23,7 +23,6 @@ __all__ = [
     "LinearHead",
     "ResidualConvUnit",
     "TokenMLP",
-    "default_dpt_hooks",
     "map_conf",
     "map_depth",
     "postprocess",

@@ -23,20 +23,7 @@ from spatialmem.heads.linear import (
 )
 from spatialmem.heads.postprocess import ConfMode, DepthMode, HeadOutput, postprocess
 
-__all__ = ["DPTHead", "FeatureFusionBlock", "ResidualConvUnit", "default_dpt_hooks"]
-
-
-def default_dpt_hooks(depth: int) -> tuple[int, int, int, int]:
-    """Official DPT hook indices ``(0, L*2//4, L*3//4, L)`` into a decoder output list.
-
-    Entry 0 of the list is the encoder output, entries ``1..L`` the decoder block outputs.
-
-    Args:
-        depth: decoder depth ``L >= 1``.
-    """
-    if depth < 1:
-        raise ValueError(f"`depth` must be >= 1, got {depth}")
-    return 0, depth * 2 // 4, depth * 3 // 4, depth
+__all__ = ["DPTHead", "FeatureFusionBlock", "ResidualConvUnit"]
 
 
 def _upsample2x(x: Tensor) -> Tensor:
@@ -105,14 +92,17 @@ class DPTHead(nn.Module):
 
     Args:
         dim_tokens: widths of the four hooked token lists.
-        hooks: four indices into the token list (see :func:`default_dpt_hooks`).
+        hooks: four indices into the token list, whose entry 0 is the encoder output and
+            entries ``1..L`` the decoder block outputs; the official models use
+            ``(0, L*2//4, L*3//4, L)`` (see
+            [`DUSt3RConfig.resolved_dpt_hooks`][spatialmem.models.DUSt3RConfig.resolved_dpt_hooks]).
         layer_dims: channels after ``act_postprocess`` per level.
         feature_dim: fusion width ``F``.
         last_dim: width of the last hidden conv; default ``feature_dim // 2``.
         patch_size: patch side; the resampling stack upsamples by exactly 16, so it must be 16.
         out_channels: raw output channels (4 = ``xyz`` + confidence).
-        depth_mode: mapping of ``xyz`` used by :meth:`forward`.
-        conf_mode: mapping of the confidence used by :meth:`forward`.
+        depth_mode: mapping of ``xyz`` used by [`forward`][spatialmem.heads.DPTHead.forward].
+        conf_mode: mapping of the confidence used by [`forward`][spatialmem.heads.DPTHead.forward].
     """
 
     def __init__(
@@ -229,7 +219,8 @@ class DPTHead(nn.Module):
             image_hw: image size ``(H, W)``, multiples of 16.
 
         Returns:
-            :class:`HeadOutput` with ``pts3d [B, H, W, 3]`` and ``conf [B, H, W]``.
+            [`HeadOutput`][spatialmem.heads.HeadOutput] with ``pts3d [B, H, W, 3]`` and
+            ``conf [B, H, W]``.
         """
         _check_four_channels(self.out_channels)
         return postprocess(self.forward_raw(tokens, image_hw), self.depth_mode, self.conf_mode)

@@ -80,8 +80,9 @@ class LinearHead(nn.Module):
         dim_in: token width ``C`` of the last token list.
         patch_size: patch side ``p`` in pixels.
         out_channels: raw output channels (4 = ``xyz`` + confidence).
-        depth_mode: mapping of ``xyz`` used by :meth:`forward`.
-        conf_mode: mapping of the confidence used by :meth:`forward`.
+        depth_mode: mapping of ``xyz`` used by [`forward`][spatialmem.heads.LinearHead.forward].
+        conf_mode: mapping of the confidence used by
+            [`forward`][spatialmem.heads.LinearHead.forward].
     """
 
     def __init__(
@@ -131,7 +132,8 @@ class LinearHead(nn.Module):
             image_hw: image size ``(H, W)``, multiples of ``patch_size``.
 
         Returns:
-            :class:`HeadOutput` with ``pts3d [B, H, W, 3]`` and ``conf [B, H, W]``.
+            [`HeadOutput`][spatialmem.heads.HeadOutput] with ``pts3d [B, H, W, 3]`` and
+            ``conf [B, H, W]``.
         """
         _check_four_channels(self.out_channels)
         return postprocess(self.forward_raw(tokens, image_hw), self.depth_mode, self.conf_mode)

@@ -1,22 +1,24 @@
 """Mapping of raw head outputs to pointmaps and confidences (official ``postprocess``).
 
 A head predicts four channels per pixel: ``xyz`` (channels 0-2) and a confidence logit
-(channel 3). :func:`postprocess` moves the channels last and maps them with a
-:class:`DepthMode` and a :class:`ConfMode`. :func:`unmap_depth` and :func:`unmap_conf` are the
-exact inverses of :func:`map_depth` and :func:`map_conf` (useful to initialise a head from
-target values or to compare raw outputs).
+(channel 3). [`postprocess`][spatialmem.heads.postprocess.postprocess] moves the channels last and
+maps them with a [`DepthMode`][spatialmem.heads.DepthMode] and a
+[`ConfMode`][spatialmem.heads.ConfMode]. [`unmap_depth`][spatialmem.heads.unmap_depth] and
+[`unmap_conf`][spatialmem.heads.unmap_conf] are the exact inverses of
+[`map_depth`][spatialmem.heads.map_depth] and [`map_conf`][spatialmem.heads.map_conf] (useful to
+initialise a head from target values or to compare raw outputs).
 """
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from spatialmem._checks import check_tensor
 from spatialmem._typing import Float
+from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = [
     "ConfMode",
@@ -32,28 +34,6 @@ __all__ = [
 _DEPTH_KINDS = ("linear", "square", "exp")
 _CONF_KINDS = ("exp", "sigmoid")
 _EPS = 1e-8  # lower bound of the norm divided by (official value)
-
-
-def _official_bound(name: str, value: Any) -> float:
-    """Parse a bound of an official mode list: a number or ``"inf"`` / ``"-inf"``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"`{name}` must be a number or 'inf'/'-inf', got {value!r}")
-    try:
-        return float(value.strip() if isinstance(value, str) else value)
-    except ValueError:
-        raise ValueError(f"`{name}` must be a number or 'inf'/'-inf', got {value!r}") from None
-
-
-def _split_official(cls_name: str, seq: Sequence[Any]) -> tuple[str, float, float]:
-    if isinstance(seq, str) or not isinstance(seq, Sequence) or len(seq) != 3:
-        raise ValueError(
-            f"{cls_name}.from_official expects a 3-element sequence [kind, vmin, vmax], "
-            f"got {seq!r}"
-        )
-    kind, vmin, vmax = seq
-    if not isinstance(kind, str):
-        raise TypeError(f"{cls_name}.from_official: kind must be a string, got {kind!r}")
-    return kind, _official_bound("vmin", vmin), _official_bound("vmax", vmax)
 
 
 def _check_bounds(cls_name: str, vmin: float, vmax: float) -> tuple[float, float]:
@@ -104,16 +84,6 @@ class DepthMode:
         object.__setattr__(self, "vmin", vmin)
         object.__setattr__(self, "vmax", vmax)
 
-    @classmethod
-    def from_official(cls, seq: Sequence[Any]) -> "DepthMode":
-        """Build from the official list form, e.g. ``["exp", "-inf", "inf"]``.
-
-        Args:
-            seq: ``[kind, vmin, vmax]``; bounds are numbers or the strings ``"inf"``/``"-inf"``.
-        """
-        kind, vmin, vmax = _split_official("DepthMode", seq)
-        return cls(kind, vmin, vmax)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class ConfMode:
@@ -147,19 +117,9 @@ class ConfMode:
         object.__setattr__(self, "vmin", vmin)
         object.__setattr__(self, "vmax", vmax)
 
-    @classmethod
-    def from_official(cls, seq: Sequence[Any]) -> "ConfMode":
-        """Build from the official list form, e.g. ``["exp", 1, "inf"]``.
-
-        Args:
-            seq: ``[kind, vmin, vmax]``; bounds are numbers or the strings ``"inf"``/``"-inf"``.
-        """
-        kind, vmin, vmax = _split_official("ConfMode", seq)
-        return cls(kind, vmin, vmax)  # type: ignore[arg-type]
-
 
 @dataclass
-class HeadOutput:
+class HeadOutput(TensorDataclass):
     """Typed output of a prediction head."""
 
     pts3d: Float[Tensor, "B H W 3"]
@@ -181,7 +141,7 @@ def map_depth(xyz: Float[Tensor, "*batch 3"], mode: DepthMode) -> Float[Tensor, 
 
     Args:
         xyz: raw values ``[..., 3]``.
-        mode: the depth mode (see :class:`DepthMode`).
+        mode: the depth mode (see [`DepthMode`][spatialmem.heads.DepthMode]).
 
     Returns:
         Points ``[..., 3]``.
@@ -196,7 +156,7 @@ def map_depth(xyz: Float[Tensor, "*batch 3"], mode: DepthMode) -> Float[Tensor, 
 
 
 def unmap_depth(pts3d: Float[Tensor, "*batch 3"], mode: DepthMode) -> Float[Tensor, "*batch 3"]:
-    """Inverse of :func:`map_depth`.
+    """Inverse of [`map_depth`][spatialmem.heads.map_depth].
 
     For ``xyz`` whose mapped value lies inside the bounds (and ``|xyz| >= 1e-8`` for the distance
     modes), ``unmap_depth(map_depth(xyz, mode), mode) == xyz`` up to float rounding. ``"linear"``
@@ -204,7 +164,7 @@ def unmap_depth(pts3d: Float[Tensor, "*batch 3"], mode: DepthMode) -> Float[Tens
 
     Args:
         pts3d: points ``[..., 3]``.
-        mode: the depth mode used by :func:`map_depth`.
+        mode: the depth mode used by [`map_depth`][spatialmem.heads.map_depth].
 
     Returns:
         Raw values ``[..., 3]``.
@@ -222,7 +182,7 @@ def map_conf(x: Float[Tensor, "*batch"], mode: ConfMode) -> Float[Tensor, "*batc
 
     Args:
         x: raw values of any shape.
-        mode: the confidence mode (see :class:`ConfMode`).
+        mode: the confidence mode (see [`ConfMode`][spatialmem.heads.ConfMode]).
 
     Returns:
         Confidences, same shape; ``>= vmin`` (and ``<= vmax``).
@@ -237,7 +197,7 @@ def map_conf(x: Float[Tensor, "*batch"], mode: ConfMode) -> Float[Tensor, "*batc
 
 
 def unmap_conf(conf: Float[Tensor, "*batch"], mode: ConfMode) -> Float[Tensor, "*batch"]:
-    """Inverse of :func:`map_conf`.
+    """Inverse of [`map_conf`][spatialmem.heads.map_conf].
 
     For confidences strictly inside ``(vmin, vmax)``, ``unmap_conf(map_conf(x, mode), mode) == x``
     up to float rounding (the subtraction of ``vmin`` loses relative precision when ``exp(x)`` is
@@ -245,7 +205,7 @@ def unmap_conf(conf: Float[Tensor, "*batch"], mode: ConfMode) -> Float[Tensor, "
 
     Args:
         conf: confidences of any shape.
-        mode: the confidence mode used by :func:`map_conf`.
+        mode: the confidence mode used by [`map_conf`][spatialmem.heads.map_conf].
 
     Returns:
         Raw values, same shape.
@@ -263,11 +223,12 @@ def postprocess(
 
     Args:
         raw: ``[B, 4, H, W]``; channels 0-2 are ``xyz``, channel 3 the confidence.
-        depth_mode: mapping of ``xyz`` (:func:`map_depth`).
-        conf_mode: mapping of the confidence (:func:`map_conf`).
+        depth_mode: mapping of ``xyz`` ([`map_depth`][spatialmem.heads.map_depth]).
+        conf_mode: mapping of the confidence ([`map_conf`][spatialmem.heads.map_conf]).
 
     Returns:
-        :class:`HeadOutput` with ``pts3d [B, H, W, 3]`` and ``conf [B, H, W]``.
+        [`HeadOutput`][spatialmem.heads.HeadOutput] with ``pts3d [B, H, W, 3]`` and
+        ``conf [B, H, W]``.
     """
     check_tensor("raw", raw, ndim=4, floating=True, dims={1: 4}, expected="B 4 H W")
     fmap = raw.permute(0, 2, 3, 1)

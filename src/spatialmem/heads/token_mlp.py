@@ -4,7 +4,7 @@ import torch
 from timm.layers import Mlp
 from torch import Tensor, nn
 
-from spatialmem._checks import check_same_batch, check_tensor
+from spatialmem._checks import check_same_batch, check_tensor, checks_active
 from spatialmem._typing import Float
 
 __all__ = ["TokenMLP"]
@@ -45,6 +45,11 @@ class TokenMLP(nn.Module):
         Returns:
             ``[B, P, out_dim]``.
         """
+        if checks_active():
+            self._check_inputs(enc_tokens, dec_tokens)
+        return self.mlp(torch.cat((enc_tokens, dec_tokens.to(enc_tokens.dtype)), dim=-1))
+
+    def _check_inputs(self, enc_tokens: Tensor, dec_tokens: Tensor) -> None:
         check_tensor("enc_tokens", enc_tokens, ndim=3, floating=True, dims={2: self.enc_dim},
                      expected=f"B P Ce with Ce={self.enc_dim}")  # fmt: skip
         check_tensor("dec_tokens", dec_tokens, ndim=3, floating=True, dims={2: self.dec_dim},
@@ -55,4 +60,3 @@ class TokenMLP(nn.Module):
                 f"`enc_tokens` {tuple(enc_tokens.shape)} and `dec_tokens` "
                 f"{tuple(dec_tokens.shape)} must have the same number of tokens P"
             )
-        return self.mlp(torch.cat((enc_tokens, dec_tokens.to(enc_tokens.dtype)), dim=-1))

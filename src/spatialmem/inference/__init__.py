@@ -1,9 +1,10 @@
 """Inference drivers for Spann3R.
 
-* :class:`OnlineReconstructor`: streaming reconstruction, one frame in, one finished frame out
-  (one frame of latency), with keyframe subsampling and a constant-size memory state.
-* :func:`offline_reconstruction`: unordered images, ordered first (pair-confidence graph, then
-  next-best-view or a maximum spanning tree), then reconstructed.
+* [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor]: streaming reconstruction, one
+  frame in, one finished frame out (one frame of latency), with keyframe subsampling and a
+  constant-size memory state.
+* [`offline_reconstruction`][spatialmem.inference.offline_reconstruction]: unordered images, ordered
+  first (pair-confidence graph, then next-best-view or a maximum spanning tree), then reconstructed.
 """
 
 from spatialmem.inference.offline import (

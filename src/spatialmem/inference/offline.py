@@ -7,15 +7,17 @@ frame of the first one. For an unordered image collection an order is chosen fir
    of frames ``(i, j)``, ``i != j``. The pair's score is the mean over pixels of
    ``(C1 - 1) / C1`` plus the mean of ``(C2 - 1) / C2``, where ``C1``/``C2`` are the view-1 and
    view-2 confidences (``C >= 1``, so each mean lies in ``[0, 1)``). The scores fill an ``N x N``
-   matrix (row = view 1, column = view 2, diagonal 0, not symmetric): :func:`pair_scores`.
+   matrix (row = view 1, column = view 2, diagonal 0, not symmetric):
+   [`pair_scores`][spatialmem.inference.pair_scores].
 2. **Initial pair.** The largest entry of the matrix, the first in row-major order on exact ties
-   (:func:`initial_pair`). Its row frame is view 1 of step 0, hence the reference frame of the
-   whole reconstruction.
+   ([`initial_pair`][spatialmem.inference.initial_pair]). Its row frame is view 1 of step 0, hence
+   the reference frame of the whole reconstruction.
 3. **Order.** Either *next best view* (the official procedure, default): after the online step
    on the initial pair, each step reads the memory with the previous step's query, tries every
    frame not used yet as view 2 against the memory-fused view-1 tokens, and keeps the one whose
    pair score is highest; or *spanning tree*: the order in which Prim's algorithm adds the frames
-   to a maximum spanning tree of the symmetrised score matrix (:func:`spanning_tree_order`).
+   to a maximum spanning tree of the symmetrised score matrix
+   ([`spanning_tree_order`][spatialmem.inference.spanning_tree_order]).
 4. **Reconstruction.** The ordinary online pass on the frames in that order: the result equals
    ``model(frames[:, order])`` in eval mode.
 
@@ -39,18 +41,18 @@ Differences from the official code (``eval.py --offline``), all deliberate:
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_tensor
+from spatialmem._checks import check_images, check_tensor, internal_calls
 from spatialmem._typing import Float, Int, Shaped
-from spatialmem.encoders import EncoderOutput
-from spatialmem.losses.structures import StepPredictions
-from spatialmem.models.dust3r import DUSt3R
-from spatialmem.models.spann3r import EncodedFrame, SequenceOutput, Spann3R
+from spatialmem.encoders import EncodedFrame
+from spatialmem.models.dust3r import DUSt3R, PairDecoding
+from spatialmem.models.outputs import SequenceOutput
+from spatialmem.models.spann3r import SequenceDriver, Spann3R
 
 __all__ = [
     "OfflineOrder",
@@ -65,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OfflineOrder = Literal["next_best_view", "spanning_tree"]
-"""How :func:`offline_reconstruction` orders the frames."""
+"""How [`offline_reconstruction`][spatialmem.inference.offline_reconstruction] orders the frames."""
 
 _ORDERS = ("next_best_view", "spanning_tree")
 
@@ -95,11 +97,13 @@ class ViewChoice:
 
 @dataclass
 class OfflineResult:
-    """Result of :func:`offline_reconstruction` for a batch of ``B`` unordered collections.
+    """Result of [`offline_reconstruction`][spatialmem.inference.offline_reconstruction] for a batch
+    of ``B`` unordered collections.
 
     ``reconstruction`` lists the frames in reconstruction order: its entry ``k`` of sample ``b``
     is frame ``order[b, k]`` of the input, in the camera frame of frame ``order[b, 0]``. Use
-    :meth:`to_input_order` to put per-frame tensors back in input order.
+    [`to_input_order`][spatialmem.inference.OfflineResult.to_input_order] to put per-frame tensors
+    back in input order.
     """
 
     order: Int[Tensor, "B N"]
@@ -149,6 +153,18 @@ def _confidence_term(conf: Tensor) -> Tensor:
     return ((conf - 1.0) / conf).mean(dim=(-2, -1))
 
 
+def _pair_terms(decoded: PairDecoding) -> tuple[Tensor, Tensor]:
+    """View-1 and view-2 confidence terms of decoded pairs (``[B]`` each)."""
+    assert decoded.view2 is not None
+    return _confidence_term(decoded.view1.conf), _confidence_term(decoded.view2.conf)
+
+
+def _pair_score(decoded: PairDecoding) -> Tensor:
+    """The pair score of decoded pairs: the sum of both views' confidence terms (``[B]``)."""
+    t1, t2 = _pair_terms(decoded)
+    return t1 + t2
+
+
 def _check_batch_size(batch_size: object) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
@@ -161,7 +177,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
     modes = [(m, m.training) for m in module.modules()]  # submodules may differ (frozen parts)
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), internal_calls():
             yield
     finally:
         for m, training in modes:
@@ -169,38 +185,24 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 def _encode_all(
-    encode: Callable[[Tensor], EncoderOutput], frames: Tensor, batch_size: int
-) -> tuple[Tensor, Tensor, tuple[int, int]]:
-    """Encode ``N`` frames in chunks: ``(tokens [N, P, Ce], positions [N, P, 2], grid)``."""
-    outs = [encode(chunk) for chunk in frames.split(batch_size)]
-    tokens = torch.cat([o.tokens for o in outs])
-    positions = torch.cat([o.positions for o in outs])
-    return tokens, positions, outs[0].grid
+    encode: Callable[[Tensor], EncodedFrame], frames: Tensor, batch_size: int
+) -> EncodedFrame:
+    """Encode ``N`` frames in chunks into one ``[N, ...]`` encoded batch."""
+    return EncodedFrame.cat([encode(chunk) for chunk in frames.split(batch_size)])
 
 
-def _score_matrix(
-    pair_model: DUSt3R,
-    frames: Tensor,
-    tokens: Tensor,
-    positions: Tensor,
-    grid: tuple[int, int],
-    batch_size: int,
-) -> Tensor:
+def _score_matrix(pair_model: DUSt3R, encoded: EncodedFrame, batch_size: int) -> Tensor:
     """Pair-score matrix from encoded frames (what ``pair_model(img_i, img_j)`` computes)."""
-    n = frames.shape[0]
-    device = frames.device
+    n = encoded.batch_size
+    device = encoded.tokens.device
     rows = torch.arange(n, device=device).repeat_interleave(n)
     cols = torch.arange(n, device=device).repeat(n)
     off = rows != cols  # every ordered pair (i, j), i != j, in row-major order
     rows, cols = rows[off], cols[off]
-    extent = max(grid)
     scores = []
     for i, j in zip(rows.split(batch_size), cols.split(batch_size), strict=True):
-        dec1, dec2 = pair_model.decoder(tokens[i], tokens[j], positions[i], positions[j], extent)
-        res1 = pair_model.predict(pair_model.head1, dec1, frames[i])
-        res2 = pair_model.predict(pair_model.head2, dec2, frames[j])
-        scores.append(_confidence_term(res1.conf) + _confidence_term(res2.conf))
-    matrix = frames.new_zeros(n, n)
+        scores.append(_pair_score(pair_model.predict_pair(encoded[i], encoded[j])))
+    matrix = encoded.tokens.new_zeros(n, n)
     matrix[rows, cols] = torch.cat(scores)
     return matrix
 
@@ -227,7 +229,7 @@ def pair_scores(
     float rounding. Runs in eval mode without autograd (the module's mode is restored).
 
     Args:
-        pair_model: a :class:`~spatialmem.models.DUSt3R` (for Spann3R: ``model.dust3r``).
+        pair_model: a [`DUSt3R`][spatialmem.models.DUSt3R] (for Spann3R: ``model.dust3r``).
         frames: ``N >= 2`` frames in [-1, 1] of one size, ``H``/``W`` multiples of the patch
             size.
         batch_size: pairs (and frames, for the encoder) per forward pass.
@@ -240,8 +242,8 @@ def pair_scores(
     frames = _check_frames("frames", frames, pair_model.config.patch_size)
     batch_size = _check_batch_size(batch_size)
     with _eval_mode(pair_model):
-        tokens, positions, grid = _encode_all(pair_model.encode, frames, batch_size)
-        return _score_matrix(pair_model, frames, tokens, positions, grid, batch_size)
+        encoded = _encode_all(pair_model.encode, frames, batch_size)
+        return _score_matrix(pair_model, encoded, batch_size)
 
 
 def _check_scores(scores: object) -> Tensor:
@@ -262,7 +264,7 @@ def initial_pair(scores: Float[Tensor, "N N"]) -> tuple[int, int]:
     every pair scores 0.
 
     Args:
-        scores: pair-score matrix from :func:`pair_scores`.
+        scores: pair-score matrix from [`pair_scores`][spatialmem.inference.pair_scores].
 
     Returns:
         ``(view1, view2)``; ``view1`` becomes the reference frame of the reconstruction.
@@ -285,8 +287,10 @@ def spanning_tree_order(scores: Float[Tensor, "N N"], root: int) -> Int[Tensor, 
     attached by a tree edge to a frame reconstructed before it (and hence held in the memory).
 
     Args:
-        scores: pair-score matrix from :func:`pair_scores`.
-        root: the first frame (for :func:`offline_reconstruction`: the initial pair's view 1).
+        scores: pair-score matrix from [`pair_scores`][spatialmem.inference.pair_scores].
+        root: the first frame (for
+            [`offline_reconstruction`][spatialmem.inference.offline_reconstruction]: the initial
+            pair's view 1).
 
     Returns:
         ``[N]`` int64 permutation of ``0 .. N-1`` starting with ``root`` (on the CPU).
@@ -313,41 +317,13 @@ def spanning_tree_order(scores: Float[Tensor, "N N"], root: int) -> Int[Tensor, 
 
 
 # ---------------------------------------------------------------------- next best view
-def _select(frame: EncodedFrame, index: Tensor) -> EncodedFrame:
-    return EncodedFrame(
-        frame.tokens[index], frame.positions[index], frame.grid, frame.image_hw, frame.image[index]
-    )
-
-
-def _expand(frame: EncodedFrame, k: int) -> EncodedFrame:
-    return EncodedFrame(
-        frame.tokens.expand(k, -1, -1),
-        frame.positions.expand(k, -1, -1),
-        frame.grid,
-        frame.image_hw,
-        frame.image.expand(k, -1, -1, -1),
-    )
-
-
 def _score_candidates(
-    model: Spann3R,
-    fused: Tensor,
-    view1: EncodedFrame,
-    encoded: EncodedFrame,
-    candidates: list[int],
-    batch_size: int,
+    driver: SequenceDriver, encoded: EncodedFrame, candidates: list[int], batch_size: int
 ) -> tuple[Tensor, Tensor]:
-    """View-1 and view-2 confidence terms of each candidate decoded against ``fused``."""
-    index = torch.tensor(candidates, dtype=torch.long, device=fused.device)
-    t1, t2 = [], []
-    for chunk in index.split(batch_size):
-        k = chunk.shape[0]
-        v1 = _expand(view1, k)
-        v2 = _select(encoded, chunk)
-        dec1, dec2 = model.decode(fused.expand(k, -1, -1), v1, v2)
-        t1.append(_confidence_term(model.predict_view1(dec1, v1).conf))
-        t2.append(_confidence_term(model.predict_view2(dec2, v2).conf))
-    return torch.cat(t1), torch.cat(t2)
+    """View-1 and view-2 confidence terms of each candidate tried as the driver's view 2."""
+    index = torch.tensor(candidates, dtype=torch.long, device=encoded.tokens.device)
+    terms = [_pair_terms(driver.predict(encoded[chunk])) for chunk in index.split(batch_size)]
+    return torch.cat([t1 for t1, _ in terms]), torch.cat([t2 for _, t2 in terms])
 
 
 def _first_strict_max(scores: list[float], candidates: list[int]) -> int:
@@ -372,19 +348,18 @@ def _next_best_view(
     """Official next-best-view procedure for one collection ``frames [N, 3, H, W]``."""
     n = frames.shape[0]
     i0, j0 = first
+    driver = SequenceDriver(model)
     # Step 0 exactly as the online forward: both frames in one encoder batch, no memory read.
     view1, view2 = model.encode_pair(frames[i0 : i0 + 1], frames[j0 : j0 + 1])
-    state = model.init_state(1, view1)
-    step, state = model.step(state, view1, view2, None, predict_view2=return_steps or n == 2)
-    order, steps, choices = [i0, j0], [step], []
+    driver.start(view1)
+    steps = [driver.advance(view2, predict_view2=return_steps or n == 2)]
+    order, choices = [i0, j0], []
     for k in range(1, n - 1):
-        view1 = view2
-        # One read per step: its attention is accumulated once, not once per candidate, and the
-        # winner's step below reuses it.
-        fused, state = model.fuse(state, view1, step.query)
         used = set(order)
         candidates = [f for f in range(n) if f not in used]
-        t1, t2 = _score_candidates(model, fused, view1, encoded, candidates, bs)
+        # The driver reads the memory once for this step: every candidate is decoded against the
+        # same read-out, and the winner's step below reuses it.
+        t1, t2 = _score_candidates(driver, encoded, candidates, bs)
         scores = t1 + t2
         winner = _first_strict_max(scores.tolist(), candidates)  # one host sync per step
         choices.append(
@@ -402,39 +377,10 @@ def _next_best_view(
         # The winner's step, exactly as the online forward runs it (frame encoded alone): the
         # reconstruction therefore equals `model(frames[order])`.
         view2 = model.encode(frames[winner : winner + 1])
-        last = k == n - 2
-        step, state = model.step(
-            state, view1, view2, step.query, predict_view2=return_steps or last, fused=fused
-        )
+        steps.append(driver.advance(view2, predict_view2=return_steps or k == n - 2))
         order.append(winner)
-        steps.append(step)
-    return order, SequenceOutput.from_steps(steps, state, with_steps=return_steps), choices
-
-
-def _cat_outputs(outs: list[SequenceOutput]) -> SequenceOutput:
-    """Concatenate per-sample outputs along the batch dimension."""
-    states = [o.memory for o in outs]
-    first = states[0]
-    kw = {}
-    for f in fields(first):
-        value = getattr(first, f.name)
-        kw[f.name] = (
-            torch.cat([getattr(s, f.name) for s in states]) if isinstance(value, Tensor) else value
-        )
-    steps = None
-    if outs[0].steps is not None:
-        steps = StepPredictions(
-            **{
-                f.name: torch.cat([getattr(o.steps, f.name) for o in outs])
-                for f in fields(StepPredictions)
-            }
-        )
-    return SequenceOutput(
-        pts3d=torch.cat([o.pts3d for o in outs]),
-        conf=torch.cat([o.conf for o in outs]),
-        steps=steps,
-        memory=type(first)(**kw),
-    )
+    assert driver.state is not None
+    return order, SequenceOutput.from_steps(steps, driver.state, with_steps=return_steps), choices
 
 
 def offline_reconstruction(
@@ -447,22 +393,24 @@ def offline_reconstruction(
 ) -> OfflineResult:
     """Reconstruct unordered image collections: choose an order, then run the online pass.
 
-    Per collection: score every ordered pair with ``model.dust3r`` (:func:`pair_scores`), take the
-    best pair as step 0 (:func:`initial_pair`; its view 1 is the reference frame), then order the
-    remaining frames:
+    Per collection: score every ordered pair with ``model.dust3r``
+    ([`pair_scores`][spatialmem.inference.pair_scores]), take the best pair as step 0
+    ([`initial_pair`][spatialmem.inference.initial_pair]; its view 1 is the reference frame), then
+    order the remaining frames:
 
     * ``"next_best_view"`` (official, paper Sec. 3.3): step 0 is the online step on the initial
       pair. At step ``k >= 1`` view 1 is the previous step's view-2 frame; the memory is read
       once with the previous step's query, every frame not used yet is tried as view 2 (in
       ascending index order) against those fused tokens, both heads are applied and the pair is
-      scored as in :func:`pair_scores`; the winner is the first candidate whose score is strictly
-      greater than the best so far (starting at 0.0), so exact ties go to the smaller index. The
-      step then finishes as an online step with the winner (keys, value, memory update with the
-      similarity gate). Each choice depends on the memory built from the earlier ones.
+      scored as in [`pair_scores`][spatialmem.inference.pair_scores]; the winner is the first
+      candidate whose score is strictly greater than the best so far (starting at 0.0), so exact
+      ties go to the smaller index. The step then finishes as an online step with the winner (keys,
+      value, memory update with the similarity gate). Each choice depends on the memory built from
+      the earlier ones.
     * ``"spanning_tree"``: the frames in the order Prim's algorithm adds them to a maximum
       spanning tree of the symmetrised scores, grown from the initial pair's view 1
-      (:func:`spanning_tree_order`); then the online pass on that order. Cheaper (no candidate
-      search) but blind to the memory.
+      ([`spanning_tree_order`][spatialmem.inference.spanning_tree_order]); then the online pass on
+      that order. Cheaper (no candidate search) but blind to the memory.
 
     Either way the reconstruction equals the eval-mode ``model(frames[:, order])``. Every batch
     element is processed on its own (own order), so a batch returns exactly the per-sample
@@ -474,18 +422,19 @@ def offline_reconstruction(
     need one host sync per step.
 
     Args:
-        model: a :class:`~spatialmem.models.Spann3R`.
+        model: a [`Spann3R`][spatialmem.models.Spann3R].
         frames: ``[B, N, 3, H, W]`` (or ``[N, 3, H, W]``, treated as ``B = 1``) with ``N >= 2``
             frames per collection in [-1, 1], ``H``/``W`` multiples of the patch size. The
             frames' order is irrelevant except for tie-breaking.
         order: ``"next_best_view"`` or ``"spanning_tree"``.
         batch_size: pairs / candidates (and frames, for the encoder) per forward pass.
         return_steps: also return both views of every step
-            (:attr:`~spatialmem.models.SequenceOutput.steps`, in reconstruction order).
+            ([`steps`][spatialmem.models.SequenceOutput.steps], in reconstruction order).
 
     Returns:
-        :class:`OfflineResult` (the reconstruction is in reconstruction order; see
-        :meth:`OfflineResult.to_input_order`).
+        [`OfflineResult`][spatialmem.inference.OfflineResult] (the reconstruction is in
+        reconstruction order; see
+        [`OfflineResult.to_input_order`][spatialmem.inference.OfflineResult.to_input_order]).
     """
     if not isinstance(model, Spann3R):
         raise TypeError(f"`model` must be a Spann3R, got {type(model).__name__}")
@@ -505,12 +454,11 @@ def offline_reconstruction(
     orders, outs, matrices, firsts, all_choices = [], [], [], [], []
     with _eval_mode(model):
         for sample in frames:
-            tokens, positions, grid = _encode_all(model.dust3r.encode, sample, batch_size)
-            matrix = _score_matrix(model.dust3r, sample, tokens, positions, grid, batch_size)
+            encoded = _encode_all(model.dust3r.encode, sample, batch_size)
+            matrix = _score_matrix(model.dust3r, encoded, batch_size)
             first = initial_pair(matrix)
             logger.debug("offline: initial pair %s", first)
             if order == "next_best_view":
-                encoded = EncodedFrame(tokens, positions, grid, tuple(sample.shape[-2:]), sample)
                 idx, out, choices = _next_best_view(
                     model, sample, encoded, first, batch_size, return_steps
                 )
@@ -525,7 +473,7 @@ def offline_reconstruction(
             all_choices.append(choices)
     return OfflineResult(
         order=torch.tensor(orders, dtype=torch.long, device=frames.device),
-        reconstruction=_cat_outputs(outs),
+        reconstruction=SequenceOutput.cat(outs),
         score_matrix=torch.stack(matrices),
         initial_pair=torch.tensor(firsts, dtype=torch.long, device=frames.device),
         choices=all_choices,

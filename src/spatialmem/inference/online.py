@@ -1,11 +1,12 @@
 """Streaming (online) reconstruction with Spann3R: one frame in, one finished frame out.
 
 Spann3R reconstructs frame ``t`` as view 1 of step ``t``, a step that needs frame ``t + 1`` as
-its view 2. :class:`OnlineReconstructor` therefore returns each frame's result one frame late:
-:meth:`~OnlineReconstructor.step` with frame ``t + 1`` returns the final result of frame ``t``,
-and :meth:`~OnlineReconstructor.finish` returns the last frame's (view 2 of the last step). Over a
-whole sequence the results equal :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>` in
-eval mode.
+its view 2. [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor] therefore returns each
+frame's result one frame late: [`step`][spatialmem.inference.OnlineReconstructor.step] with frame
+``t + 1`` returns the final result of frame ``t``, and
+[`finish`][spatialmem.inference.OnlineReconstructor.finish] returns the last frame's (view 2 of the
+last step). Over a whole sequence the results equal
+[`Spann3R.forward`][spatialmem.models.Spann3R.forward] in eval mode.
 """
 
 import dataclasses
@@ -17,17 +18,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_finite, check_tensor
+from spatialmem._checks import check_finite, check_tensor, internal_calls
 from spatialmem._typing import Float
+from spatialmem.encoders import EncodedFrame
 from spatialmem.heads import HeadOutput
 from spatialmem.memory import MemoryState
-from spatialmem.models.spann3r import EncodedFrame, Spann3R
+from spatialmem.models.spann3r import SequenceDriver, Spann3R
 
 __all__ = ["FrameResult", "OnlineReconstructor"]
 
 logger = logging.getLogger(__name__)
 
-_STATE_DICT_VERSION = 1
+_STATE_DICT_VERSION = 2
 
 
 @dataclass
@@ -36,15 +38,16 @@ class FrameResult:
 
     Tensors have a leading batch dimension ``B`` exactly when the stream was fed batched frames
     ``[B, 3, H, W]``; a stream of single frames ``[3, H, W]`` gets results without it. They are
-    created under :func:`torch.inference_mode` (use ``.clone()`` to take part in autograd).
+    created under `torch.inference_mode` (use ``.clone()`` to take part in autograd).
     """
 
     index: int
     """Position of the frame among the processed frames (keyframes) of the stream, from 0; the
-    frame's index in :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>` on the processed
+    frame's index in [`Spann3R.forward`][spatialmem.models.Spann3R.forward] on the processed
     frames."""
     input_index: int
-    """Position of the frame among all frames given to :meth:`OnlineReconstructor.step`
+    """Position of the frame among all frames given to
+    [`OnlineReconstructor.step`][spatialmem.inference.OnlineReconstructor.step]
     (``index * keyframe_every``)."""
     pts3d: Float[Tensor, "*batch H W 3"]
     """Points of every pixel in frame 0's camera frame."""
@@ -53,8 +56,9 @@ class FrameResult:
     image: Float[Tensor, "*batch 3 H W"]
     """The input frame, in [-1, 1] (``(image + 1) / 2`` gives RGB colours in [0, 1])."""
     final: bool = True
-    """``False`` for a provisional :attr:`OnlineReconstructor.preview`, which the next frame's
-    step replaces with the final result."""
+    """``False`` for a provisional
+    [`OnlineReconstructor.preview`][spatialmem.inference.OnlineReconstructor.preview], which the
+    next frame's step replaces with the final result."""
 
 
 class OnlineReconstructor:
@@ -66,25 +70,30 @@ class OnlineReconstructor:
     the caller may reuse its frame buffer.
 
     **One frame of latency.** Frame ``t`` is reconstructed by the step that pairs it with frame
-    ``t + 1``, so :meth:`step` returns the *previous* processed frame's final result (``None``
-    for the first one) and :meth:`finish` returns the last frame's. The results of :meth:`step`
-    over a sequence followed by :meth:`finish` equal :meth:`Spann3R.forward
-    <spatialmem.models.Spann3R.forward>` on the sequence in eval mode (points, confidences and
-    the final memory :attr:`state`). The second prediction head runs only in :meth:`finish`
-    (the view-2 decoder tokens of the latest step are kept for it), unless ``preview=True`` asks
-    for a provisional result of the newest frame at every step.
+    ``t + 1``, so [`step`][spatialmem.inference.OnlineReconstructor.step] returns the *previous*
+    processed frame's final result (``None`` for the first one) and
+    [`finish`][spatialmem.inference.OnlineReconstructor.finish] returns the last frame's. The
+    results of [`step`][spatialmem.inference.OnlineReconstructor.step] over a sequence followed by
+    [`finish`][spatialmem.inference.OnlineReconstructor.finish] equal
+    [`Spann3R.forward`][spatialmem.models.Spann3R.forward] on the sequence in eval mode (points,
+    confidences and the final memory [`state`][spatialmem.inference.OnlineReconstructor.state]). The
+    second prediction head runs only in [`finish`][spatialmem.inference.OnlineReconstructor.finish]
+    (the view-2 decoder tokens of the latest step are kept for it), unless ``preview=True`` asks for
+    a provisional result of the newest frame at every step.
 
     **Keyframes.** With ``keyframe_every=k`` only input frames ``0, k, 2k, ...`` are processed
-    (the others are counted and :meth:`step` returns ``None`` for them); the results equal
-    ``forward`` on the subsampled sequence. A last input frame that is not a keyframe is not
-    reconstructed.
+    (the others are counted and [`step`][spatialmem.inference.OnlineReconstructor.step] returns
+    ``None`` for them); the results equal ``forward`` on the subsampled sequence. A last input frame
+    that is not a keyframe is not reconstructed.
 
     **Constant memory.** The reconstructor holds only the memory state (fixed capacity in eval
     mode), the encoding, the view-2 decoder tokens and the query of the latest frame: memory use
-    does not grow with the stream's length. :meth:`run` collects the results it returns; iterate
-    over :meth:`stream` (or call :meth:`step`) to keep nothing.
+    does not grow with the stream's length. [`run`][spatialmem.inference.OnlineReconstructor.run]
+    collects the results it returns; iterate over
+    [`stream`][spatialmem.inference.OnlineReconstructor.stream] (or call
+    [`step`][spatialmem.inference.OnlineReconstructor.step]) to keep nothing.
 
-    Every step runs under :func:`torch.inference_mode`, so results and the memory state are
+    Every step runs under `torch.inference_mode`, so results and the memory state are
     inference tensors. The model must be in eval mode (training mode changes the memory's
     behaviour: no similarity gate, no consolidation, dropout); a model in training mode raises
     ``ValueError``.
@@ -100,13 +109,13 @@ class OnlineReconstructor:
         ```
 
     Args:
-        model: a :class:`~spatialmem.models.Spann3R` in eval mode; it is not modified.
+        model: a [`Spann3R`][spatialmem.models.Spann3R] in eval mode; it is not modified.
         keyframe_every: process every ``k``-th input frame (``1``: all of them).
         preview: also predict the newest frame provisionally at each step (runs the second head
-            every step), available as :attr:`preview`.
+            every step), available as [`preview`][spatialmem.inference.OnlineReconstructor.preview].
 
     Raises:
-        TypeError: ``model`` is not a :class:`~spatialmem.models.Spann3R`.
+        TypeError: ``model`` is not a [`Spann3R`][spatialmem.models.Spann3R].
         ValueError: ``model`` is in training mode or ``keyframe_every`` is not a positive int.
     """
 
@@ -120,18 +129,18 @@ class OnlineReconstructor:
         self.model = model
         self.keyframe_every = keyframe_every
         self.preview_enabled = bool(preview)
-        self._check_eval()
         self.reset()
 
     # ------------------------------------------------------------------ stream state
     def reset(self) -> None:
         """Forget the current stream (memory, pending frame, counters); the next frame starts a
         new one, possibly of another size or batch."""
-        self._state: MemoryState | None = None
-        self._pending: EncodedFrame | None = None  # latest processed frame (encoded from frame 1)
+        self._check_submodules_eval()
+        # The driver holds the memory, the latest processed frame (view 1 of the next step,
+        # from frame 1 on) and the query of the next read.
+        self._driver = SequenceDriver(self.model)
         self._first_image: Tensor | None = None  # frame 0, until frame 1 arrives
         self._pending_input_index = 0
-        self._query: Tensor | None = None
         self._dec2: list[Tensor] | None = None
         self._preview: FrameResult | None = None
         self._shape: tuple[int, ...] | None = None  # shape of the stream's frames as given
@@ -145,22 +154,25 @@ class OnlineReconstructor:
 
         It holds the frames up to the one before the newest (the newest is written by the next
         step). Later steps may update its key/value buffers in place: ``state.clone()`` takes a
-        snapshot. After :meth:`finish` it equals ``Spann3R.forward(...).memory``.
+        snapshot. After [`finish`][spatialmem.inference.OnlineReconstructor.finish] it equals
+        ``Spann3R.forward(...).memory``.
         """
-        return self._state
+        return self._driver.state
 
     @property
     def preview(self) -> FrameResult | None:
         """Provisional result of the newest processed frame (``final=False``), or ``None``.
 
-        Only computed with ``preview=True``; it is what :meth:`finish` would return if the stream
-        ended now (the step of the next frame replaces it with the final result).
+        Only computed with ``preview=True``; it is what
+        [`finish`][spatialmem.inference.OnlineReconstructor.finish] would return if the stream ended
+        now (the step of the next frame replaces it with the final result).
         """
         return self._preview
 
     @property
     def num_inputs(self) -> int:
-        """Frames given to :meth:`step` in this stream (skipped ones included)."""
+        """Frames given to [`step`][spatialmem.inference.OnlineReconstructor.step] in this stream
+        (skipped ones included)."""
         return self._num_inputs
 
     @property
@@ -170,7 +182,8 @@ class OnlineReconstructor:
 
     @property
     def finished(self) -> bool:
-        """Whether :meth:`finish` ended the stream (call :meth:`reset` to start another)."""
+        """Whether [`finish`][spatialmem.inference.OnlineReconstructor.finish] ended the stream
+        (call [`reset`][spatialmem.inference.OnlineReconstructor.reset] to start another)."""
         return self._finished
 
     # ------------------------------------------------------------------ streaming
@@ -182,12 +195,14 @@ class OnlineReconstructor:
                 first frame, ``H``/``W`` multiples of the patch size.
 
         Returns:
-            The final :class:`FrameResult` of the previously processed frame; ``None`` for the
-            stream's first frame and for frames skipped by ``keyframe_every``.
+            The final [`FrameResult`][spatialmem.inference.FrameResult] of the previously processed
+            frame; ``None`` for the stream's first frame and for frames skipped by
+            ``keyframe_every``.
 
         Raises:
             ValueError: bad frame shape, size or batch; model in training mode.
-            RuntimeError: the stream was finished (call :meth:`reset`).
+            RuntimeError: the stream was finished (call
+                [`reset`][spatialmem.inference.OnlineReconstructor.reset]).
         """
         self._check_eval()
         if self._finished:
@@ -200,16 +215,18 @@ class OnlineReconstructor:
         self._num_inputs += 1
         if not keyframe:
             return None
-        with torch.inference_mode():
+        with torch.inference_mode(), internal_calls():
             return self._advance(images, input_index)
 
     def finish(self) -> FrameResult | None:
         """End the stream and return the last processed frame's result (view 2 of the last step).
 
-        The memory :attr:`state` stays available; :meth:`reset` starts a new stream.
+        The memory [`state`][spatialmem.inference.OnlineReconstructor.state] stays available;
+        [`reset`][spatialmem.inference.OnlineReconstructor.reset] starts a new stream.
 
         Returns:
-            The last frame's :class:`FrameResult`, or ``None`` when no frame was processed.
+            The last frame's [`FrameResult`][spatialmem.inference.FrameResult], or ``None`` when no
+            frame was processed.
 
         Raises:
             ValueError: exactly one frame was processed (Spann3R needs at least two).
@@ -228,33 +245,33 @@ class OnlineReconstructor:
             if self._preview is not None:
                 result = dataclasses.replace(self._preview, final=True)
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), internal_calls():
                     result = self._last_frame_result()
         self._finished = True
-        self._pending = self._first_image = self._query = self._dec2 = self._preview = None
+        state = self._driver.state
+        self._driver = SequenceDriver(self.model)
+        self._driver.state = state  # the final memory stays readable through `state`
+        self._first_image = self._dec2 = self._preview = None
         return result
-
-    def flush(self) -> FrameResult | None:
-        """Same as :meth:`finish`."""
-        return self.finish()
 
     def stream(
         self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
     ) -> Iterator[FrameResult]:
         """Reconstruct a sequence lazily: yield every processed frame's result, the last one
-        after the input is exhausted (:meth:`finish`).
+        after the input is exhausted ([`finish`][spatialmem.inference.OnlineReconstructor.finish]).
 
         Args:
-            frames: an iterable of frames for :meth:`step`, a tensor ``[T, 3, H, W]`` (one
-                stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
-                :meth:`Spann3R.forward <spatialmem.models.Spann3R.forward>`).
+            frames: an iterable of frames for
+                [`step`][spatialmem.inference.OnlineReconstructor.step], a tensor ``[T, 3, H, W]``
+                (one stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
+                [`Spann3R.forward`][spatialmem.models.Spann3R.forward]).
             progress: show a ``tqdm`` progress bar (needs the ``eval`` extra; without ``tqdm``
                 the run continues without a bar).
             reset: start a new stream first; ``False`` continues the current one (e.g. after
-                :meth:`load_state_dict`).
+                [`load_state_dict`][spatialmem.inference.OnlineReconstructor.load_state_dict]).
 
         Yields:
-            :class:`FrameResult` of every processed frame, in order.
+            [`FrameResult`][spatialmem.inference.FrameResult] of every processed frame, in order.
         """
         if reset:
             self.reset()
@@ -279,16 +296,18 @@ class OnlineReconstructor:
     def run(
         self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
     ) -> list[FrameResult]:
-        """Reconstruct a whole sequence: :meth:`stream` collected in a list.
+        """Reconstruct a whole sequence: [`stream`][spatialmem.inference.OnlineReconstructor.stream]
+        collected in a list.
 
         Args:
-            frames: as for :meth:`stream`.
+            frames: as for [`stream`][spatialmem.inference.OnlineReconstructor.stream].
             progress: show a ``tqdm`` progress bar (optional dependency, extra ``eval``).
             reset: start a new stream first (``False``: continue the current one).
 
         Returns:
-            One :class:`FrameResult` per processed frame, in order; ``[r.pts3d for r in out]``
-            stacked along a new frame axis equals ``Spann3R.forward(frames).pts3d``.
+            One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order;
+            ``[r.pts3d for r in out]`` stacked along a new frame axis equals
+            ``Spann3R.forward(frames).pts3d``.
         """
         return list(self.stream(frames, progress=progress, reset=reset))
 
@@ -296,24 +315,17 @@ class OnlineReconstructor:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume the stream later, possibly in another process.
 
-        Holds copies (not views) of the memory state (:meth:`MemoryState.state_dict
-        <spatialmem.memory.MemoryState.state_dict>`), of the latest frame's encoding, view-2
-        decoder tokens and query, and the counters. Save it with ``torch.save``; it loads with
-        ``torch.load(..., weights_only=True)``. The model's weights are not included.
+        Holds copies (not views) of the memory state
+        ([`MemoryState.state_dict`][spatialmem.memory.MemoryState.state_dict]), of the latest
+        frame's encoding, view-2 decoder tokens and query, and the counters. Save it with
+        ``torch.save``; it loads with ``torch.load(..., weights_only=True)``. The model's weights
+        are not included.
 
         Returns:
             A dict of tensors, lists, tuples and numbers.
         """
-        pending = None
-        if self._pending is not None:
-            p = self._pending
-            pending = {
-                "tokens": p.tokens.clone(),
-                "positions": p.positions.clone(),
-                "grid": tuple(p.grid),
-                "image_hw": tuple(p.image_hw),
-                "image": p.image.clone(),
-            }
+        d = self._driver
+        pending = None if d.view1 is None else _frame_dict(d.view1.clone())
         return {
             "version": _STATE_DICT_VERSION,
             "keyframe_every": self.keyframe_every,
@@ -322,19 +334,21 @@ class OnlineReconstructor:
             "finished": self._finished,
             "shape": None if self._shape is None else tuple(self._shape),
             "pending_input_index": self._pending_input_index,
-            "memory": None if self._state is None else self._state.clone().state_dict(),
+            "memory": None if d.state is None else d.state.clone().state_dict(),
             "pending": pending,
             "first_image": None if self._first_image is None else self._first_image.clone(),
-            "query": None if self._query is None else self._query.clone(),
+            "query": None if d.query is None else d.query.clone(),
             "dec2": None if self._dec2 is None else [t.clone() for t in self._dec2],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume a stream saved with :meth:`state_dict` (tensors are copied to the model's
-        device). ``keyframe_every`` must match.
+        """Resume a stream saved with
+        [`state_dict`][spatialmem.inference.OnlineReconstructor.state_dict] (tensors are copied to
+        the model's device). ``keyframe_every`` must match.
 
         Args:
-            state_dict: output of :meth:`state_dict`.
+            state_dict: output of
+                [`state_dict`][spatialmem.inference.OnlineReconstructor.state_dict].
 
         Raises:
             ValueError: unknown version or a different ``keyframe_every``.
@@ -357,31 +371,25 @@ class OnlineReconstructor:
             def move(t: Tensor | None) -> Tensor | None:
                 return None if t is None else t.to(device=device, copy=True)
 
+            state = None
             if sd["memory"] is not None:
-                self._state = MemoryState.from_state_dict(sd["memory"], device=device)
+                state = MemoryState.from_state_dict(sd["memory"], device=device)
             p = sd["pending"]
-            if p is not None:
-                self._pending = EncodedFrame(
-                    move(p["tokens"]),
-                    move(p["positions"]),
-                    tuple(p["grid"]),
-                    tuple(p["image_hw"]),
-                    move(p["image"]),
-                )
+            pending = None if p is None else EncodedFrame(**p).to(device=device, copy=True)
+            self._driver.resume(state, pending, move(sd["query"]), max(sd["num_processed"] - 1, 0))
             self._first_image = move(sd["first_image"])
-            self._query = move(sd["query"])
             self._dec2 = None if sd["dec2"] is None else [move(t) for t in sd["dec2"]]
             self._shape = None if sd["shape"] is None else tuple(sd["shape"])
             self._num_inputs = int(sd["num_inputs"])
             self._num_processed = int(sd["num_processed"])
             self._pending_input_index = int(sd["pending_input_index"])
             self._finished = bool(sd["finished"])
-            if self.preview_enabled and self._dec2 is not None and self._pending is not None:
+            if self.preview_enabled and self._dec2 is not None and pending is not None:
                 self._preview = self._last_frame_result(final=False)
 
     # ------------------------------------------------------------------ internals
     def _advance(self, images: Tensor, input_index: int) -> FrameResult | None:
-        model = self.model
+        model, driver = self.model, self._driver
         images = images.to(device=self._device(), copy=True)  # the caller may reuse its buffer
         k = self._num_processed
         self._num_processed += 1
@@ -391,28 +399,27 @@ class OnlineReconstructor:
             return None
         if k == 1:
             assert self._first_image is not None
-            view1, view2 = model.encode_pair(self._first_image, images)
+            first, view2 = model.encode_pair(self._first_image, images)
             self._first_image = None
-            self._state = model.init_state(images.shape[0], view1)
+            driver.start(first)
         else:
-            assert self._pending is not None
-            view1, view2 = self._pending, model.encode(images)
-        assert self._state is not None
-        out, self._state = model.step(
-            self._state, view1, view2, self._query, predict_view2=self.preview_enabled
-        )
+            view2 = model.encode(images)
+        view1 = driver.view1
+        assert view1 is not None
+        out = driver.advance(view2, predict_view2=self.preview_enabled)
         result = self._result(out.view1, view1, k - 1, self._pending_input_index, final=True)
-        self._pending, self._query, self._dec2 = view2, out.query, out.dec2
+        self._dec2 = out.dec2
         self._pending_input_index = input_index
         if out.view2 is not None:
             self._preview = self._result(out.view2, view2, k, input_index, final=False)
         return result
 
     def _last_frame_result(self, final: bool = True) -> FrameResult:
-        assert self._pending is not None and self._dec2 is not None
-        head = self.model.predict_view2(self._dec2, self._pending)
+        pending = self._driver.view1
+        assert pending is not None and self._dec2 is not None
+        head = self.model.predict_view2(self._dec2, pending)
         return self._result(
-            head, self._pending, self._num_processed - 1, self._pending_input_index, final=final
+            head, pending, self._num_processed - 1, self._pending_input_index, final=final
         )
 
     def _result(
@@ -458,13 +465,22 @@ class OnlineReconstructor:
         return ref.device if ref is not None else torch.device("cpu")
 
     def _check_eval(self) -> None:
+        # Per frame only the flags that change the memory's behaviour are read; every submodule
+        # is checked when a stream starts (reset).
+        if self.model.training or self.model.memory.training:
+            self._raise_training()
+
+    def _check_submodules_eval(self) -> None:
         if any(m.training for m in self.model.modules()):
-            raise ValueError(
-                "the model (or one of its submodules) is in training mode; call model.eval() "
-                "before streaming (training "
-                "mode disables the memory's similarity gate and consolidation and applies "
-                "dropout)"
-            )
+            self._raise_training()
+
+    @staticmethod
+    def _raise_training() -> None:
+        raise ValueError(
+            "the model (or one of its submodules) is in training mode; call model.eval() before "
+            "streaming (training mode disables the memory's similarity gate and consolidation "
+            "and applies dropout)"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -481,3 +497,8 @@ def _progress_bar(total: int | None) -> Any:
         logger.debug("tqdm is not installed (extra 'eval'): no progress bar")
         return None
     return tqdm(total=total, desc="Spann3R", unit="frame")
+
+
+def _frame_dict(frame: EncodedFrame) -> dict[str, Any]:
+    """An encoded frame as a plain dict (loadable with ``torch.load(..., weights_only=True)``)."""
+    return {f.name: getattr(frame, f.name) for f in dataclasses.fields(frame)}

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "spatialmem"
 FORMAT_VERSION = 1
+# Entries of a spatialmem checkpoint written by save_checkpoint itself; the rest is `extra`.
+_HEADER_KEYS = ("format", "format_version", "model_class", "config", "state_dict")
 
 _LAYOUTS: dict[type[nn.Module], KeyMap] = {
     DUSt3R: KeyMap(DUST3R_RULES),
@@ -42,7 +44,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadReport:
-    """What :func:`load_checkpoint` did."""
+    """What [`load_checkpoint`][spatialmem.interop.load_checkpoint] did."""
 
     layout: str
     """``"official"`` or ``"spatialmem"``."""
@@ -52,6 +54,18 @@ class LoadReport:
     """Model keys absent from the checkpoint (non-empty only with ``strict=False``)."""
     unexpected: list[str] = field(default_factory=list)
     """Checkpoint keys the model has no place for (non-empty only with ``strict=False``)."""
+    config_mismatch: list[str] = field(default_factory=list)
+    """Spatialmem layout only: where the model class and configuration stored by
+    [`save_checkpoint`][spatialmem.interop.save_checkpoint] differ from the model's, one
+    ``"<field>: checkpoint <value> vs model <value>"`` entry each (nested fields dotted, e.g.
+    ``"dust3r.portrait"``). The weights are loaded all the same (a deliberately changed setting
+    such as a memory threshold keeps the weights valid) and a warning is logged. Fields the
+    checkpoint does not hold (added since it was written) or the model does not have (removed
+    since) are not compared."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Spatialmem layout only: the ``extra`` entries given to
+    [`save_checkpoint`][spatialmem.interop.save_checkpoint] (e.g. the training ``step``,
+    ``epoch`` and ``train_config``); empty for other layouts."""
 
 
 def register_official_layout(model_class: type[nn.Module], rules: tuple[Rule, ...]) -> None:
@@ -60,7 +74,7 @@ def register_official_layout(model_class: type[nn.Module], rules: tuple[Rule, ..
 
 
 def official_keymap(model: nn.Module) -> KeyMap:
-    """The :class:`KeyMap` of a model class (looked up along its MRO).
+    """The [`KeyMap`][spatialmem.interop.KeyMap] of a model class (looked up along its MRO).
 
     Raises:
         TypeError: the model has no official counterpart.
@@ -105,6 +119,12 @@ def _read(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[s
 def _unwrap(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
     """Return the state dict inside a checkpoint object and its declared layout."""
     if obj.get("format") == FORMAT_NAME:
+        version = obj.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version!r} is newer than this spatialmem reads "
+                f"({FORMAT_VERSION}); upgrade spatialmem to load it"
+            )
         return obj["state_dict"], "spatialmem"
     for key in ("model", "state_dict"):
         inner = obj.get(key)
@@ -151,6 +171,43 @@ def _same_values(a: Tensor, b: Tensor) -> bool:
     return torch.equal(a, b)
 
 
+def _config_differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """``"<field>: checkpoint <a> vs model <b>"`` for every field that both configurations hold
+    with different values (nested dicts compared field by field, sequences as tuples)."""
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        return [
+            diff
+            for key in stored
+            if key in current
+            for diff in _config_differences(stored[key], current[key], f"{prefix}{key}.")
+        ]
+    if isinstance(stored, list | tuple) and isinstance(current, list | tuple):
+        stored, current = tuple(stored), tuple(current)
+    if stored == current:
+        return []
+    return [f"{prefix.rstrip('.')}: checkpoint {stored!r} vs model {current!r}"]
+
+
+def _check_header(model: nn.Module, obj: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Compare a spatialmem checkpoint's model class and configuration with ``model``'s.
+
+    Returns:
+        ``(config_mismatch, metadata)`` as in [`LoadReport`][spatialmem.interop.LoadReport].
+    """
+    mismatch = []
+    stored_class = obj.get("model_class")
+    if stored_class is not None and stored_class not in {c.__name__ for c in type(model).__mro__}:
+        mismatch.append(
+            f"model_class: checkpoint {stored_class!r} vs model {type(model).__name__!r}"
+        )
+    stored_config = obj.get("config")
+    config = getattr(model, "config", None)
+    if isinstance(stored_config, Mapping) and dataclasses.is_dataclass(config):
+        mismatch += _config_differences(stored_config, dataclasses.asdict(config))
+    metadata = {k: v for k, v in obj.items() if k not in _HEADER_KEYS}
+    return mismatch, metadata
+
+
 def _summary(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -165,24 +222,33 @@ def load_checkpoint(
 
     Accepted inputs: a file path or an already loaded object that is a published checkpoint
     (``{"model": state_dict, "args": ...}``, official key names), a file written by
-    :func:`save_checkpoint`, or a bare state dict in either naming. Files are read with
-    ``torch.load(weights_only=True)``; no string from a checkpoint is ever evaluated. A model
-    on the meta device receives the checkpoint tensors themselves (``assign=True``).
+    [`save_checkpoint`][spatialmem.interop.save_checkpoint], or a bare state dict in either naming.
+    Files are read with ``torch.load(weights_only=True)``; no string from a checkpoint is ever
+    evaluated. A model on the meta device receives the checkpoint tensors themselves
+    (``assign=True``). For a file written by
+    [`save_checkpoint`][spatialmem.interop.save_checkpoint] the stored model class and
+    configuration are compared with the model's (differences are logged and listed in
+    [`LoadReport.config_mismatch`][spatialmem.interop.LoadReport.config_mismatch]; they do not
+    stop the loading) and the saved ``extra`` entries are returned as
+    [`LoadReport.metadata`][spatialmem.interop.LoadReport.metadata].
 
     Args:
-        model: the model to fill, e.g. from :func:`spatialmem.create_model`.
+        model: the model to fill, e.g. from
+            [`spatialmem.create_model`][spatialmem.models.create_model].
         path_or_dict: checkpoint file or loaded object.
         strict: raise on missing or unexpected keys (shape mismatches always raise).
 
     Returns:
-        A :class:`LoadReport`.
+        A [`LoadReport`][spatialmem.interop.LoadReport].
 
     Raises:
-        CheckpointError: keys or shapes do not match (the message lists them), or the file cannot
-            be read safely.
+        CheckpointError: keys or shapes do not match (the message lists them), the file cannot
+            be read safely, or it was written by a newer spatialmem format version.
     """
-    state, layout = _unwrap(_read(path_or_dict))
-    mapped, unexpected, layout = _translate(model, state, layout)
+    obj = _read(path_or_dict)
+    state, declared = _unwrap(obj)
+    config_mismatch, metadata = _check_header(model, obj) if declared else ([], {})
+    mapped, unexpected, layout = _translate(model, state, declared)
     own = model.state_dict()
     missing = [k for k in own if k not in mapped]
     mismatched = [
@@ -210,15 +276,44 @@ def load_checkpoint(
         logger.warning(
             "load_checkpoint: %d missing, %d unexpected keys", len(missing), len(unexpected)
         )
-    return LoadReport(layout=layout, loaded=len(to_load), missing=missing, unexpected=unexpected)
+    if config_mismatch:
+        logger.warning(
+            "load_checkpoint: the checkpoint was saved from a different configuration than "
+            "%s's (weights loaded): %s",
+            type(model).__name__,
+            _summary(config_mismatch),
+        )
+    return LoadReport(
+        layout=layout,
+        loaded=len(to_load),
+        missing=missing,
+        unexpected=unexpected,
+        config_mismatch=config_mismatch,
+        metadata=metadata,
+    )
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **extra: Any) -> None:
     """Save ``model`` in spatialmem's layout: weights, configuration and ``extra`` metadata.
 
-    ``extra`` values must be plain data (numbers, strings, lists, dicts, tensors) so the file
-    loads with ``weights_only=True``.
+    [`load_checkpoint`][spatialmem.interop.load_checkpoint] compares the stored model class and
+    configuration with the model it fills (differences are reported in
+    [`LoadReport.config_mismatch`][spatialmem.interop.LoadReport.config_mismatch]) and returns
+    ``extra`` as [`LoadReport.metadata`][spatialmem.interop.LoadReport.metadata].
+
+    Args:
+        model: the model to save (its ``config`` dataclass, if any, is stored as a dict).
+        path: the file to write.
+        **extra: plain data (numbers, strings, lists, dicts, tensors, so the file loads with
+            ``weights_only=True``), e.g. the training step.
+
+    Raises:
+        ValueError: an ``extra`` name that the layout itself uses (``format``,
+            ``format_version``, ``model_class``, ``config``, ``state_dict``).
     """
+    reserved = sorted(set(extra) & set(_HEADER_KEYS))
+    if reserved:
+        raise ValueError(f"`extra` must not use the reserved checkpoint entries {reserved}")
     config = getattr(model, "config", None)
     payload = {
         "format": FORMAT_NAME,

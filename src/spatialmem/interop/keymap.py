@@ -53,7 +53,7 @@ DUST3R_RULES: tuple[Rule, ...] = (
     *_head_rules(1),
     *_head_rules(2),
 )
-"""Rules for :class:`~spatialmem.models.DUSt3R` ↔ ``AsymmetricCroCo3DStereo``."""
+"""Rules for [`DUSt3R`][spatialmem.models.DUSt3R] ↔ ``AsymmetricCroCo3DStereo``."""
 
 
 def _spann3r_rules() -> tuple[Rule, ...]:
@@ -119,6 +119,6 @@ def _expand(match: re.Match[str], template: str) -> str:
 
 
 SPANN3R_RULES: tuple[Rule, ...] = _spann3r_rules()
-"""Rules for :class:`~spatialmem.models.Spann3R` ↔ the official ``Spann3R`` (DUSt3R part under
+"""Rules for [`Spann3R`][spatialmem.models.Spann3R] ↔ the official ``Spann3R`` (DUSt3R part under
 ``dust3r.``; memory encoder ``value_encoder``/``value_norm``/``value_out``/``pos_patch_embed``;
 key/query heads ``attn_head_1``/``attn_head_2``; ``norm_q/k/v`` at top level)."""

@@ -1,8 +1,7 @@
-"""Building spatialmem models from the official constructor arguments."""
+"""Building spatialmem models and configurations from the official constructor arguments."""
 
-import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,24 +12,109 @@ from spatialmem.interop.checkpoint import load_checkpoint
 from spatialmem.memory import MemoryConfig
 from spatialmem.models import DUSt3R, DUSt3RConfig, Spann3R, Spann3RConfig
 
-__all__ = ["build_official", "dust3r_config_from_official", "spann3r_config_from_official"]
+__all__ = [
+    "build_official",
+    "conf_mode_from_official",
+    "depth_mode_from_official",
+    "dust3r_config_from_official",
+    "memory_config_from_official",
+    "spann3r_config_from_official",
+]
 
 _ROPE = re.compile(r"^RoPE(\d+(?:\.\d+)?)$")
 
 
-def _number(value: Any) -> float:
-    """Official configs write infinite bounds as the strings ``"inf"`` / ``"-inf"``."""
-    if isinstance(value, str):
-        value = value.strip().lower()
-        if value in {"inf", "+inf", "-inf"}:
-            return -math.inf if value.startswith("-") else math.inf
-    return float(value)
+def _official_bound(name: str, value: Any) -> float:
+    """Parse a bound of an official mode list: a number or ``"inf"`` / ``"-inf"``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"`{name}` must be a number or 'inf'/'-inf', got {value!r}")
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(f"`{name}` must be a number or 'inf'/'-inf', got {value!r}") from None
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    return int(value[0]), int(value[1])
+def _split_mode(func_name: str, seq: Sequence[Any]) -> tuple[str, float, float]:
+    """Split an official ``[kind, vmin, vmax]`` mode list into a kind and two float bounds."""
+    if isinstance(seq, str) or not isinstance(seq, Sequence) or len(seq) != 3:
+        raise ValueError(
+            f"{func_name} expects a 3-element sequence [kind, vmin, vmax], got {seq!r}"
+        )
+    kind, vmin, vmax = seq
+    if not isinstance(kind, str):
+        raise TypeError(f"{func_name}: kind must be a string, got {kind!r}")
+    return kind, _official_bound("vmin", vmin), _official_bound("vmax", vmax)
+
+
+def depth_mode_from_official(seq: Sequence[Any]) -> DepthMode:
+    """Translate the official ``depth_mode`` list, e.g. ``["exp", "-inf", "inf"]``.
+
+    Args:
+        seq: ``[kind, vmin, vmax]``; bounds are numbers or the strings ``"inf"``/``"-inf"``
+            (surrounding blanks and any letter case are accepted).
+
+    Returns:
+        The equivalent [`DepthMode`][spatialmem.heads.DepthMode].
+
+    Raises:
+        ValueError: not a 3-element sequence, an unparsable bound, or values that
+            [`DepthMode`][spatialmem.heads.DepthMode] rejects.
+        TypeError: a kind that is not a string or a bound that is neither a number nor a string.
+    """
+    kind, vmin, vmax = _split_mode("depth_mode_from_official", seq)
+    return DepthMode(kind, vmin, vmax)  # type: ignore[arg-type]
+
+
+def conf_mode_from_official(seq: Sequence[Any]) -> ConfMode:
+    """Translate the official ``conf_mode`` list, e.g. ``["exp", 1, "inf"]``.
+
+    Args:
+        seq: ``[kind, vmin, vmax]``; bounds are numbers or the strings ``"inf"``/``"-inf"``
+            (surrounding blanks and any letter case are accepted).
+
+    Returns:
+        The equivalent [`ConfMode`][spatialmem.heads.ConfMode].
+
+    Raises:
+        ValueError: not a 3-element sequence, an unparsable bound, or values that
+            [`ConfMode`][spatialmem.heads.ConfMode] rejects.
+        TypeError: a kind that is not a string or a bound that is neither a number nor a string.
+    """
+    kind, vmin, vmax = _split_mode("conf_mode_from_official", seq)
+    return ConfMode(kind, vmin, vmax)  # type: ignore[arg-type]
+
+
+def memory_config_from_official(
+    args: Mapping[str, Any], *, dim: int, norm_eps: float = 1e-5
+) -> MemoryConfig:
+    """Translate the official ``SpatialMemory`` constructor arguments.
+
+    Args:
+        args: official keyword arguments (``long_mem_size``, ``work_mem_size``,
+            ``attn_thresh``, ``sim_thresh``, ``top_k``, ``mem_dropout_p``); absent ones keep
+            their defaults, unknown keys are ignored. ``mem_dropout_p=None`` (no dropout
+            module) means no dropout.
+        dim: key/value width.
+        norm_eps: epsilon of the read-out LayerNorms.
+
+    Returns:
+        The equivalent [`MemoryConfig`][spatialmem.memory.MemoryConfig].
+    """
+    mapping = {
+        "long_mem_size": "long_mem_tokens",
+        "work_mem_size": "work_mem_frames",
+        "attn_thresh": "attn_clip",
+        "sim_thresh": "sim_thresh",
+        "top_k": "top_k",
+    }
+    kw: dict[str, Any] = {ours: args[theirs] for theirs, ours in mapping.items() if theirs in args}
+    if "mem_dropout_p" in args:
+        p = args["mem_dropout_p"]
+        kw["attn_dropout"] = 0.0 if p is None else float(p)
+    for name in ("attn_clip", "sim_thresh"):
+        if name in kw:
+            kw[name] = float(kw[name])
+    return MemoryConfig(dim=dim, norm_eps=norm_eps, **kw)
 
 
 def _kwargs(args: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -41,11 +125,13 @@ def _kwargs(args: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def dust3r_config_from_official(args: Mapping[str, Any]) -> DUSt3RConfig:
-    """Translate ``AsymmetricCroCo3DStereo`` constructor arguments into a :class:`DUSt3RConfig`.
+    """Translate ``AsymmetricCroCo3DStereo`` constructor arguments into a
+    [`DUSt3RConfig`][spatialmem.models.DUSt3RConfig].
 
     Accepts the kwargs of a published checkpoint's ``args.model`` string (already parsed), a
     reference manifest's ``constructor`` entry, or a reference fixture's ``config``. Missing
-    entries take the official defaults.
+    entries take the official defaults. ``img_size`` (the training resolution) is ignored: the
+    model runs at any multiple of the patch size.
 
     Raises:
         ValueError: an option spatialmem does not implement (e.g. ``output_mode`` other than
@@ -77,8 +163,6 @@ def dust3r_config_from_official(args: Mapping[str, Any]) -> DUSt3RConfig:
         portrait = "legacy_reshape"
     else:
         raise ValueError(f"unsupported patch_embed_cls {patch_cls!r}")
-    depth_mode = kw.get("depth_mode", ("exp", "-inf", "inf"))
-    conf_mode = kw.get("conf_mode", ("exp", 1, "inf"))
     dec_depth = int(kw.get("dec_depth", 8))
     dpt_extra: dict[str, Any] = {}
     if "dpt_feature_dim" in kw:
@@ -102,10 +186,9 @@ def dust3r_config_from_official(args: Mapping[str, Any]) -> DUSt3RConfig:
         rope_base=float(match.group(1)),
         norm_other_in_decoder=bool(kw.get("norm_im2_in_dec", True)),
         head=head,
-        depth_mode=DepthMode(str(depth_mode[0]), _number(depth_mode[1]), _number(depth_mode[2])),
-        conf_mode=ConfMode(str(conf_mode[0]), _number(conf_mode[1]), _number(conf_mode[2])),
+        depth_mode=depth_mode_from_official(kw.get("depth_mode", ("exp", "-inf", "inf"))),
+        conf_mode=conf_mode_from_official(kw.get("conf_mode", ("exp", 1, "inf"))),
         portrait=portrait,
-        img_size=_pair(kw.get("img_size", 224)),
         **dpt_extra,
     )
     if "dpt_dim_tokens" in kw:
@@ -122,15 +205,17 @@ def _require(condition: bool, message: str) -> None:
 
 
 def spann3r_config_from_official(args: Mapping[str, Any]) -> Spann3RConfig:
-    """Translate official ``Spann3R`` construction arguments into a :class:`Spann3RConfig`.
+    """Translate official ``Spann3R`` construction arguments into a
+    [`Spann3RConfig`][spatialmem.models.Spann3RConfig].
 
     Accepts a reference fixture's flat ``config`` (DUSt3R arguments plus ``mem_enc_depth``,
     ``mem_enc_num_heads``, ``memory_dropout``, ``memory_overrides``, ...) or a manifest's
     ``constructor`` (``kwargs``, ``dust3r_kwargs``, ``set_memory_encoder``, ``set_attn_head``).
     Missing entries take the published model's values. Spatial-memory arguments that differ from
     what the official forward passes (``memory_overrides``: ``work_mem_size``, ``long_mem_size``,
-    ``sim_thresh``, ``attn_thresh``, ``top_k``) become :class:`~spatialmem.memory.MemoryConfig`
-    fields; ``memory_dropout`` becomes its training-mode ``attn_dropout``.
+    ``sim_thresh``, ``attn_thresh``, ``top_k``) become
+    [`MemoryConfig`][spatialmem.memory.MemoryConfig] fields; ``memory_dropout`` becomes its
+    training-mode ``attn_dropout``.
 
     Raises:
         ValueError: an option spatialmem does not implement (``use_feat=True``) or widths that
@@ -161,7 +246,7 @@ def spann3r_config_from_official(args: Mapping[str, Any]) -> Spann3RConfig:
     _require(int(qkv_dim) == ce, f"norm_qkv_dim={qkv_dim} must equal the memory width {ce}")
     overrides = dict(own.get("memory_overrides") or {})
     overrides["mem_dropout_p"] = float(own.get("memory_dropout", 0.15))
-    memory = MemoryConfig.from_official(
+    memory = memory_config_from_official(
         overrides, dim=ce, norm_eps=float(own.get("norm_qkv_eps", 1e-5))
     )
     hidden = own.get("attn_head_hidden_dim")

@@ -62,7 +62,7 @@ class Attention(_AttentionBase):
     """Self-attention with a fused ``qkv`` projection (timm / CroCo parameter layout).
 
     Scores use the scale ``head_dim ** -0.5`` and are computed by
-    :func:`torch.nn.functional.scaled_dot_product_attention`.
+    `torch.nn.functional.scaled_dot_product_attention`.
 
     Args:
         dim: token width ``C``.
@@ -96,7 +96,7 @@ class Attention(_AttentionBase):
         Args:
             x: tokens.
             pos: integer (row, column) positions, required with RoPE.
-            extent: exclusive bound on position values (see :class:`RoPE2D`).
+            extent: exclusive bound on position values (see [`RoPE2D`][spatialmem.layers.RoPE2D]).
         """
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         heads = self.num_heads
@@ -149,7 +149,7 @@ class CrossAttention(_AttentionBase):
             value: value tokens (same count as keys).
             query_pos: positions of the queries, required with RoPE.
             key_pos: positions of the keys, required with RoPE.
-            extent: exclusive bound on position values (see :class:`RoPE2D`).
+            extent: exclusive bound on position values (see [`RoPE2D`][spatialmem.layers.RoPE2D]).
         """
         heads = self.num_heads
         q = _split_heads(self.projq(query), heads)

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images
+from spatialmem._checks import check_images, checks_active
 from spatialmem._typing import Float, Int
 
 __all__ = ["PatchEmbed", "grid_positions"]
@@ -47,13 +47,15 @@ class PatchEmbed(nn.Module):
         """Embed an image batch.
 
         Args:
-            img: images whose height and width are multiples of ``patch_size``.
+            img: images whose height and width are multiples of ``patch_size`` (checked when
+                called directly; the encoders that own this layer validate their input once).
 
         Returns:
             ``(tokens, positions)``: tokens ``[B, P, C]`` in row-major patch order and their
             integer (row, column) positions ``[B, P, 2]``, with ``P = (H/p) * (W/p)``.
         """
-        check_images("img", img, self.patch_size, channels=self.in_chans)
+        if checks_active():
+            check_images("img", img, self.patch_size, channels=self.in_chans)
         x = self.proj(img)
         b, _, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)

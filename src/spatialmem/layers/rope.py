@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_tensor, checks_active
 from spatialmem._typing import Float, Int
 
 __all__ = ["RoPE2D"]
@@ -84,19 +84,9 @@ class RoPE2D(nn.Module):
         Returns:
             Rotated tokens, same shape and dtype as ``tokens``.
         """
-        check_tensor("tokens", tokens, ndim=4, floating=True, expected="B heads N Dh")
-        check_tensor("positions", positions, ndim=3, floating=False, dims={-1: 2}, expected="B N 2")
+        if checks_active():  # skipped when called from a block of a validated model
+            _check_rope_inputs(tokens, positions)
         head_dim = tokens.shape[-1]
-        if head_dim % 4:
-            raise ValueError(
-                "`tokens` head width must be divisible by 4 for 2-D RoPE, "
-                f"got {tuple(tokens.shape)}"
-            )
-        if positions.shape[0] != tokens.shape[0] or positions.shape[1] != tokens.shape[2]:
-            raise ValueError(
-                f"`positions` {tuple(positions.shape)} does not match `tokens` "
-                f"{tuple(tokens.shape)} (expected [B, N, 2], B and N from tokens [B, heads, N, Dh])"
-            )
         if extent is None:
             extent = int(positions.max()) + 1
         half = head_dim // 2
@@ -116,3 +106,18 @@ class RoPE2D(nn.Module):
         c = cos[pos].unsqueeze(1)
         s = sin[pos].unsqueeze(1)
         return x * c + _rotate_half(x) * s
+
+
+def _check_rope_inputs(tokens: object, positions: object) -> None:
+    check_tensor("tokens", tokens, ndim=4, floating=True, expected="B heads N Dh")
+    check_tensor("positions", positions, ndim=3, floating=False, dims={-1: 2}, expected="B N 2")
+    assert isinstance(tokens, Tensor) and isinstance(positions, Tensor)
+    if tokens.shape[-1] % 4:
+        raise ValueError(
+            f"`tokens` head width must be divisible by 4 for 2-D RoPE, got {tuple(tokens.shape)}"
+        )
+    if positions.shape[0] != tokens.shape[0] or positions.shape[1] != tokens.shape[2]:
+        raise ValueError(
+            f"`positions` {tuple(positions.shape)} does not match `tokens` "
+            f"{tuple(tokens.shape)} (expected [B, N, 2], B and N from tokens [B, heads, N, Dh])"
+        )

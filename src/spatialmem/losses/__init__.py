@@ -1,14 +1,18 @@
 """Training and evaluation losses for sequence models (Spann3R), composable with ``+`` and ``*``.
 
-Inputs are typed: :class:`StepPredictions` (the per-step pair predictions of a sequence model) and
-:class:`SequenceTarget` (ground-truth points, valid mask and frame 0's pose). Every criterion is a
-:class:`Criterion` returning a :class:`LossOutput` subclass::
+Inputs are typed: [`StepPredictions`][spatialmem.types.StepPredictions] (the per-step pair
+predictions of a sequence model) and [`SequenceTarget`][spatialmem.types.SequenceTarget]
+(ground-truth points, valid mask and frame 0's pose). Every criterion is a
+[`Criterion`][spatialmem.losses.Criterion] returning a [`LossOutput`][spatialmem.losses.LossOutput]
+subclass:
 
-    from spatialmem.losses import ConfidenceRegression, ScaleLoss, Spann3RLoss
+```python
+from spatialmem.losses import ConfidenceRegression, ScaleLoss, Spann3RLoss
 
-    criterion = ConfidenceRegression(alpha=0.4) + ScaleLoss()   # = Spann3RLoss(alpha=0.4)
-    out = criterion(pred, target)
-    out.loss.backward()
+criterion = ConfidenceRegression(alpha=0.4) + ScaleLoss()   # = Spann3RLoss(alpha=0.4)
+out = criterion(pred, target)
+out.loss.backward()
+```
 
 By default every sample of a batch is normalised and averaged on its own, so a sample's loss does
 not depend on its batch-mates; ``batch_coupled=True`` reproduces the official numbers exactly.
@@ -38,7 +42,7 @@ from spatialmem.losses.scale_shift_inv import (
     median_scale,
 )
 from spatialmem.losses.spann3r import SequenceLossOutput, Spann3RLoss
-from spatialmem.losses.structures import SequenceTarget, StepPredictions
+from spatialmem.types import SequenceTarget, StepPredictions
 
 __all__ = [
     "CombinedCriterion",

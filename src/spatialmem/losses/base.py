@@ -1,13 +1,17 @@
-"""Composable criteria: :class:`Criterion`, :class:`LossOutput` and :class:`CombinedCriterion`.
+"""Composable criteria: [`Criterion`][spatialmem.losses.Criterion],
+[`LossOutput`][spatialmem.losses.LossOutput] and
+[`CombinedCriterion`][spatialmem.losses.CombinedCriterion].
 
 Every criterion is an ``nn.Module`` called as ``criterion(pred, target)`` that returns a
-:class:`LossOutput` (or a subclass with more fields). Criteria combine with ``+`` and scale with
-``*``::
+[`LossOutput`][spatialmem.losses.LossOutput] (or a subclass with more fields). Criteria combine with
+``+`` and scale with ``*``:
 
-    criterion = ConfidenceRegression(alpha=0.4) + 0.5 * ScaleLoss()
-    out = criterion(pred, target)
-    out.loss.backward()             # 1.0 * conf loss + 0.5 * scale loss
-    out.parts["ScaleLoss"].loss     # each part's full output stays available
+```python
+criterion = ConfidenceRegression(alpha=0.4) + 0.5 * ScaleLoss()
+out = criterion(pred, target)
+out.loss.backward()             # 1.0 * conf loss + 0.5 * scale loss
+out.parts["ScaleLoss"].loss     # each part's full output stays available
+```
 """
 
 from collections.abc import Iterable
@@ -34,7 +38,8 @@ class LossOutput:
 
 @dataclass(eq=False, kw_only=True)
 class CombinedOutput(LossOutput):
-    """Output of a :class:`CombinedCriterion`: ``loss = sum(weights[n] * parts[n].loss)``."""
+    """Output of a [`CombinedCriterion`][spatialmem.losses.CombinedCriterion]:
+    ``loss = sum(weights[n] * parts[n].loss)``."""
 
     parts: dict[str, LossOutput]
     """Each part's own output, keyed by the part's name."""
@@ -45,12 +50,14 @@ class CombinedOutput(LossOutput):
 class Criterion(nn.Module):
     """Base class of the losses: ``forward(pred, target) -> LossOutput``.
 
-    Subclasses implement :meth:`forward`. ``a + b`` builds a :class:`CombinedCriterion` summing
-    the two losses, ``w * a`` (or ``a * w``) one that scales ``a``'s loss by the float ``w``;
-    combinations nest and flatten (``2 * (a + b)`` is ``2 * a + 2 * b``).
+    Subclasses implement [`forward`][spatialmem.losses.Criterion.forward]. ``a + b`` builds a
+    [`CombinedCriterion`][spatialmem.losses.CombinedCriterion] summing the two losses, ``w * a`` (or
+    ``a * w``) one that scales ``a``'s loss by the float ``w``; combinations nest and flatten
+    (``2 * (a + b)`` is ``2 * a + 2 * b``).
     """
 
     def forward(self, pred: Any, target: Any) -> LossOutput:  # pragma: no cover - abstract
+        """Compute the loss of ``pred`` against ``target`` (implemented by every subclass)."""
         raise NotImplementedError
 
     def _weighted_parts(self) -> list[tuple[float, "Criterion"]]:

@@ -18,7 +18,7 @@ from spatialmem.losses.regression import (
     regression_terms,
     sequence_details,
 )
-from spatialmem.losses.structures import SequenceTarget, StepPredictions
+from spatialmem.types import SequenceTarget, StepPredictions
 
 __all__ = ["ConfidenceRegression", "alpha_schedule"]
 
@@ -48,7 +48,7 @@ def alpha_schedule(
 def confidence_output(
     terms: RegressionTerms, *, batch_coupled: bool, log_name: str
 ) -> RegressionOutput:
-    """Reduce :class:`~spatialmem.losses.RegressionTerms` to the confidence-aware loss.
+    """Reduce [`RegressionTerms`][spatialmem.losses.RegressionTerms] to the confidence-aware loss.
 
     ``loss = sum_k term_k / (T - 1)`` (twice the mean of the ``2 (T - 1)`` terms), each term the
     mean of ``d * C - alpha * log C`` over its valid pixels. ``details`` holds the official keys
@@ -83,8 +83,8 @@ def confidence_output(
 class ConfidenceRegression(Criterion):
     """Confidence-aware 3D regression over a sequence (paper Eq. 11-12; official ``ConfLoss_t``).
 
-    Every term ``L0, L1, R1, ..., R(T-1)`` (see :func:`~spatialmem.losses.term_names`) is the mean
-    over its valid pixels of ``d * C - alpha * log C``; the loss is their sum divided by
+    Every term ``L0, L1, R1, ..., R(T-1)`` (see [`term_names`][spatialmem.losses.term_names]) is the
+    mean over its valid pixels of ``d * C - alpha * log C``; the loss is their sum divided by
     ``T - 1``. ``d`` is the distance between the prediction and the ground truth (in frame 0's
     camera frame), each divided by its ``avg_dis`` factor with ``norm_mode="avg_dis"``.
 
@@ -98,8 +98,8 @@ class ConfidenceRegression(Criterion):
             so a sample's loss does not depend on its batch-mates. Both agree for ``B = 1``.
         log_name: prefix of the official ``details`` keys (``Regr3D_t``).
 
-    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
-    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames.
+    Shapes: ``pred`` is a [`StepPredictions`][spatialmem.types.StepPredictions] ``[B, S, H, W, 3]``,
+    ``target`` a [`SequenceTarget`][spatialmem.types.SequenceTarget] with ``T = S + 1`` frames.
     """
 
     def __init__(

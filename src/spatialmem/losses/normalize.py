@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from spatialmem._typing import Bool, Float, Int
-from spatialmem.losses.structures import SequenceTarget, StepPredictions, check_matching
+from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
     "avg_distance_factor",
@@ -109,13 +109,13 @@ def sequence_pred_factor(
         valid: ground-truth valid pixels of the ``T`` frames.
         batch_coupled: official batch-wide valid-pixel count.
     """
-    return _sequence_factor(pred.pts_left, pred.pts_right[:, -1], valid, batch_coupled)
+    return _sequence_factor(pred.pts_view1, pred.pts_view2[:, -1], valid, batch_coupled)
 
 
 def _sequence_factor(
-    pts_left: Tensor, pts_last: Tensor, valid: Tensor, batch_coupled: bool
+    pts_view1: Tensor, pts_last: Tensor, valid: Tensor, batch_coupled: bool
 ) -> Tensor:
-    dist_sum = _masked_norm_sum(pts_left, valid[:, :-1]) + _masked_norm_sum(pts_last, valid[:, -1])
+    dist_sum = _masked_norm_sum(pts_view1, valid[:, :-1]) + _masked_norm_sum(pts_last, valid[:, -1])
     count = valid.flatten(1).sum(1)
     return factor_from_sums(dist_sum, count, batch_coupled=batch_coupled)
 
@@ -127,7 +127,7 @@ def sequence_factors(
 
     Args:
         pred: step predictions (the factor uses one prediction per frame, see
-            :func:`sequence_pred_factor`).
+            [`sequence_pred_factor`][spatialmem.losses.sequence_pred_factor]).
         target: ground truth; its points are first mapped into frame 0's camera frame.
         batch_coupled: official batch-wide valid-pixel count.
 

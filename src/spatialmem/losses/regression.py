@@ -2,8 +2,8 @@
 
 With ``T`` frames and ``S = T - 1`` steps there are ``K = 2 S`` loss terms, in the official order
 ``L0, L1, R1, L2, R2, ..., L(T-2), R(T-2), R(T-1)``: ``Lj`` compares the view-1 prediction of
-frame ``j`` (``pts_left[:, j]``) and ``Rj`` the view-2 prediction of frame ``j``
-(``pts_right[:, j - 1]``) with ground-truth frame ``j``. Only ground-truth valid pixels take part.
+frame ``j`` (``pts_view1[:, j]``) and ``Rj`` the view-2 prediction of frame ``j``
+(``pts_view2[:, j - 1]``) with ground-truth frame ``j``. Only ground-truth valid pixels take part.
 
 Each term is a mean over valid pixels. Two ways to take it:
 
@@ -26,7 +26,7 @@ from spatialmem._checks import value_checks_enabled
 from spatialmem._typing import Bool, Float, Int, Shaped
 from spatialmem.losses.base import Criterion, LossOutput
 from spatialmem.losses.normalize import _sequence_factor, avg_distance_factor, gt_in_camera0
-from spatialmem.losses.structures import SequenceTarget, StepPredictions, check_matching
+from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
     "NormMode",
@@ -77,8 +77,8 @@ def interleave_terms(
 class RegressionTerms:
     """Per-sample, per-term sums over valid pixels; the common ground of the sequence losses.
 
-    ``K = 2 (T - 1)`` terms in official order (see :func:`term_names`). Sums over invalid pixels
-    are exactly zero and carry no gradient.
+    ``K = 2 (T - 1)`` terms in official order (see [`term_names`][spatialmem.losses.term_names]).
+    Sums over invalid pixels are exactly zero and carry no gradient.
     """
 
     names: tuple[str, ...]
@@ -144,6 +144,72 @@ def _check_options(norm_mode: str, alpha: float) -> None:
         raise ValueError(f"`alpha` must be >= 0, got {alpha!r}")
 
 
+def _zero_invalid(
+    pred: StepPredictions, target: SequenceTarget
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Ground truth in frame 0's camera frame and the predictions, with every invalid pixel set to
+    0 (points) or 1 (confidences).
+
+    Whatever the invalid pixels hold (even NaN), they then add exactly 0 to every sum and receive
+    exactly 0 gradient.
+
+    Returns:
+        ``(gt [B, T, H, W, 3], pts_l, pts_r [B, S, H, W, 3], conf_l, conf_r [B, S, H, W])``.
+    """
+    valid = target.valid
+    valid_l, valid_r = valid[:, :-1], valid[:, 1:]
+    gt = torch.where(valid[..., None], gt_in_camera0(target.pts3d, target.camera_pose0), 0.0)
+    pts_l = torch.where(valid_l[..., None], pred.pts_view1, 0.0)
+    pts_r = torch.where(valid_r[..., None], pred.pts_view2, 0.0)
+    conf_l = torch.where(valid_l, pred.conf_view1, 1.0)
+    conf_r = torch.where(valid_r, pred.conf_view2, 1.0)
+    return gt, pts_l, pts_r, conf_l, conf_r
+
+
+def _normalise(
+    gt: Tensor,
+    pts_l: Tensor,
+    pts_r: Tensor,
+    valid: Tensor,
+    *,
+    norm_mode: NormMode,
+    batch_coupled: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Divide the predictions and the ground truth by their average-distance factors
+    (``norm_mode="avg_dis"``) or leave them as they are (factors of one).
+
+    Returns:
+        ``(gt, pts_l, pts_r, pr_factor [B], gt_factor [B])``.
+    """
+    if norm_mode != "avg_dis":
+        return gt, pts_l, pts_r, gt.new_ones(gt.shape[0]), gt.new_ones(gt.shape[0])
+    pr_factor = _sequence_factor(pts_l, pts_r[:, -1], valid, batch_coupled)
+    gt_factor = avg_distance_factor(gt, valid, batch_coupled=batch_coupled)
+    scale = pr_factor[:, None, None, None, None]
+    gt = gt / gt_factor[:, None, None, None, None]
+    return gt, pts_l / scale, pts_r / scale, pr_factor, gt_factor
+
+
+def _distances(pts: Tensor, gt: Tensor, conf: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Per pixel ``d = ||pts - gt||`` and the confidence-weighted ``d * C - alpha * log(C)``."""
+    dist = torch.linalg.vector_norm(pts - gt, dim=-1)
+    return dist, dist * conf - alpha * torch.log(conf)
+
+
+def _per_term(left: Tensor, right: Tensor) -> Tensor:
+    """Per-sample sums over the pixels of view-1 / view-2 maps ``[B, S, H, W]``, in term order."""
+    return interleave_terms(left.sum((2, 3)), right.sum((2, 3)))
+
+
+def _conf_mean_all(pred: StepPredictions) -> Float[Tensor, "K"]:
+    """Mean confidence of each term over all pixels of the batch, invalid ones included
+    (detached; summed into the official ``conf_left`` / ``conf_right`` log entries)."""
+    with torch.no_grad():
+        return interleave_terms(
+            pred.conf_view1.mean((0, 2, 3))[None], pred.conf_view2.mean((0, 2, 3))[None]
+        )[0]
+
+
 def regression_terms(
     pred: StepPredictions,
     target: SequenceTarget,
@@ -154,10 +220,12 @@ def regression_terms(
 ) -> RegressionTerms:
     """Normalise predictions and ground truth and sum the per-pixel terms over valid pixels.
 
-    1. The ground truth is mapped into frame 0's camera frame (:func:`gt_in_camera0`).
+    1. The ground truth is mapped into frame 0's camera frame
+       ([`gt_in_camera0`][spatialmem.losses.gt_in_camera0]).
     2. ``norm_mode="avg_dis"``: the predictions are divided by the average-distance factor of
-       one prediction per frame (:func:`sequence_pred_factor`), the ground truth by its own
-       factor over the ``T`` frames; gradients flow through the prediction factor.
+       one prediction per frame ([`sequence_pred_factor`][spatialmem.losses.sequence_pred_factor]),
+       the ground truth by its own factor over the ``T`` frames; gradients flow through the
+       prediction factor.
     3. Per valid pixel: ``d = ||pred / pr_factor - gt / gt_factor||`` and
        ``d * C - alpha * log(C)``.
 
@@ -169,53 +237,31 @@ def regression_terms(
         batch_coupled: official batch-wide valid-pixel count in the normalisation factors.
 
     Returns:
-        The per-sample, per-term sums (reduce them with :func:`reduce_terms`).
+        The per-sample, per-term sums (reduce them with
+        [`reduce_terms`][spatialmem.losses.reduce_terms]).
     """
     check_matching(pred, target)
     _check_options(norm_mode, alpha)
     check_some_valid(target.valid)
     valid = target.valid
     valid_l, valid_r = valid[:, :-1], valid[:, 1:]
-    # Zero the invalid pixels once: whatever they hold (even NaN), they then add exactly 0 to every
-    # sum and receive exactly 0 gradient.
-    gt = torch.where(valid[..., None], gt_in_camera0(target.pts3d, target.camera_pose0), 0.0)
-    pts_l = torch.where(valid_l[..., None], pred.pts_left, 0.0)
-    pts_r = torch.where(valid_r[..., None], pred.pts_right, 0.0)
-    conf_l = torch.where(valid_l, pred.conf_left, 1.0)
-    conf_r = torch.where(valid_r, pred.conf_right, 1.0)
-
-    if norm_mode == "avg_dis":
-        pr_factor = _sequence_factor(pts_l, pts_r[:, -1], valid, batch_coupled)
-        gt_factor = avg_distance_factor(gt, valid, batch_coupled=batch_coupled)
-        scale = pr_factor[:, None, None, None, None]
-        pts_l, pts_r = pts_l / scale, pts_r / scale
-        gt = gt / gt_factor[:, None, None, None, None]
-    else:
-        pr_factor = gt.new_ones(gt.shape[0])
-        gt_factor = gt.new_ones(gt.shape[0])
-
-    dist_l = torch.linalg.vector_norm(pts_l - gt[:, :-1], dim=-1)
-    dist_r = torch.linalg.vector_norm(pts_r - gt[:, 1:], dim=-1)
-    weighted_l = dist_l * conf_l - alpha * torch.log(conf_l)
-    weighted_r = dist_r * conf_r - alpha * torch.log(conf_r)
-
-    def per_term(left: Tensor, right: Tensor) -> Tensor:
-        return interleave_terms(left.sum((2, 3)), right.sum((2, 3)))
-
+    gt, pts_l, pts_r, conf_l, conf_r = _zero_invalid(pred, target)
+    gt, pts_l, pts_r, pr_factor, gt_factor = _normalise(
+        gt, pts_l, pts_r, valid, norm_mode=norm_mode, batch_coupled=batch_coupled
+    )
+    dist_l, weighted_l = _distances(pts_l, gt[:, :-1], conf_l, alpha)
+    dist_r, weighted_r = _distances(pts_r, gt[:, 1:], conf_r, alpha)
     with torch.no_grad():
-        conf_sum = per_term(
-            torch.where(valid_l, pred.conf_left, 0.0), torch.where(valid_r, pred.conf_right, 0.0)
+        conf_sum = _per_term(
+            torch.where(valid_l, pred.conf_view1, 0.0), torch.where(valid_r, pred.conf_view2, 0.0)
         )
-        conf_mean_all = interleave_terms(
-            pred.conf_left.mean((0, 2, 3))[None], pred.conf_right.mean((0, 2, 3))[None]
-        )[0]
     return RegressionTerms(
         names=term_names(pred.num_frames),
-        dist_sum=per_term(dist_l, dist_r),
-        conf_weighted_sum=per_term(weighted_l, weighted_r),
+        dist_sum=_per_term(dist_l, dist_r),
+        conf_weighted_sum=_per_term(weighted_l, weighted_r),
         conf_sum=conf_sum,
-        count=per_term(valid_l, valid_r),
-        conf_mean_all=conf_mean_all,
+        count=_per_term(valid_l, valid_r),
+        conf_mean_all=_conf_mean_all(pred),
         pr_factor=pr_factor,
         gt_factor=gt_factor,
     )
@@ -250,8 +296,9 @@ def sequence_details(
 
 @dataclass(eq=False, kw_only=True)
 class RegressionOutput(LossOutput):
-    """Result of a sequence regression criterion (:class:`PointRegression`,
-    :class:`~spatialmem.losses.ConfidenceRegression`)."""
+    """Result of a sequence regression criterion
+    ([`PointRegression`][spatialmem.losses.PointRegression],
+    [`ConfidenceRegression`][spatialmem.losses.ConfidenceRegression])."""
 
     term_names: tuple[str, ...]
     """``("L0", "L1", "R1", ..., "R<T-1>")``."""
@@ -280,8 +327,8 @@ class PointRegression(Criterion):
         batch_coupled: reproduce the official batch coupling (batch-wide counts in the
             normalisation, pooled means); by default every sample is handled on its own.
 
-    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
-    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames.
+    Shapes: ``pred`` is a [`StepPredictions`][spatialmem.types.StepPredictions] ``[B, S, H, W, 3]``,
+    ``target`` a [`SequenceTarget`][spatialmem.types.SequenceTarget] with ``T = S + 1`` frames.
     """
 
     def __init__(self, *, norm_mode: NormMode = "avg_dis", batch_coupled: bool = False) -> None:
@@ -291,7 +338,8 @@ class PointRegression(Criterion):
         self.batch_coupled = batch_coupled
 
     def forward(self, pred: StepPredictions, target: SequenceTarget) -> RegressionOutput:
-        """Compute the loss; see :class:`RegressionOutput` for the fields."""
+        """Compute the loss; see [`RegressionOutput`][spatialmem.losses.RegressionOutput] for the
+        fields."""
         t = regression_terms(
             pred, target, norm_mode=self.norm_mode, batch_coupled=self.batch_coupled
         )

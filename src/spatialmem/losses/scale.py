@@ -1,7 +1,7 @@
 """Scale loss (paper Eq. 13): penalise predictions that are on average farther out than the truth.
 
 ``L_scale = max(0, X_pred - X_gt)`` with ``X`` the average distance of the points to the origin
-(the ``avg_dis`` normalisation factors, see :mod:`spatialmem.losses.normalize`). It only penalises
+(the ``avg_dis`` normalisation factors, see `spatialmem.losses.normalize`). It only penalises
 predictions that are too large: the paper uses it to push the predicted scale below the ground
 truth's and so keep the model away from trivial solutions.
 
@@ -25,7 +25,7 @@ from torch import Tensor
 from spatialmem._typing import Bool, Float
 from spatialmem.losses.base import Criterion, LossOutput
 from spatialmem.losses.normalize import sequence_factors
-from spatialmem.losses.structures import SequenceTarget, StepPredictions
+from spatialmem.types import SequenceTarget, StepPredictions
 
 __all__ = ["ScaleLoss", "ScaleLossOutput", "scale_loss"]
 
@@ -58,7 +58,7 @@ def scale_loss(
 
 @dataclass(eq=False, kw_only=True)
 class ScaleLossOutput(LossOutput):
-    """Result of :class:`ScaleLoss`."""
+    """Result of [`ScaleLoss`][spatialmem.losses.ScaleLoss]."""
 
     pr_factor: Float[Tensor, "B"]
     """Average distance of each sample's predictions (the ``avg_dis`` factor)."""
@@ -73,16 +73,16 @@ class ScaleLossOutput(LossOutput):
 class ScaleLoss(Criterion):
     """Scale loss of a sequence (paper Eq. 13; the official "factor" term).
 
-    The factors are those of :func:`~spatialmem.losses.normalize.sequence_factors`: one prediction
-    per frame (view 1 of every step, view 2 of the last step) and the ``T`` ground-truth frames in
-    frame 0's camera frame, at the ground-truth valid pixels.
+    The factors are those of [`sequence_factors`][spatialmem.losses.sequence_factors]: one
+    prediction per frame (view 1 of every step, view 2 of the last step) and the ``T`` ground-truth
+    frames in frame 0's camera frame, at the ground-truth valid pixels.
 
     Args:
         batch_coupled: reproduce the official batch coupling (batch-wide counts in the factors and
             the broadcast comparison); by default every sample is handled on its own.
 
-    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
-    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames.
+    Shapes: ``pred`` is a [`StepPredictions`][spatialmem.types.StepPredictions] ``[B, S, H, W, 3]``,
+    ``target`` a [`SequenceTarget`][spatialmem.types.SequenceTarget] with ``T = S + 1`` frames.
     """
 
     def __init__(self, *, batch_coupled: bool = False) -> None:
@@ -90,7 +90,8 @@ class ScaleLoss(Criterion):
         self.batch_coupled = batch_coupled
 
     def forward(self, pred: StepPredictions, target: SequenceTarget) -> ScaleLossOutput:
-        """Compute the loss; see :class:`ScaleLossOutput` for the fields."""
+        """Compute the loss; see [`ScaleLossOutput`][spatialmem.losses.ScaleLossOutput] for the
+        fields."""
         pr_factor, gt_factor = sequence_factors(pred, target, batch_coupled=self.batch_coupled)
         loss, per_sample, selected = scale_loss(
             pr_factor, gt_factor, batch_coupled=self.batch_coupled

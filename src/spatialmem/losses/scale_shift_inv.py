@@ -44,13 +44,14 @@ from spatialmem.losses.normalize import avg_distance_factor, gt_in_camera0, sequ
 from spatialmem.losses.regression import (
     NormMode,
     _check_options,
+    _conf_mean_all,
     check_some_valid,
     interleave_terms,
     reduce_terms,
     sequence_details,
     term_names,
 )
-from spatialmem.losses.structures import SequenceTarget, StepPredictions, check_matching
+from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
     "ScaleShiftInvariant",
@@ -91,9 +92,67 @@ def _expand(x: Tensor) -> Tensor:
     return x[:, None, None, None, None]
 
 
+@dataclass(frozen=True, eq=False)
+class _Alignment:
+    """Per-sample shift and scale of the alignment (computed without gradient)."""
+
+    gt_shift: Float[Tensor, "B"]
+    pred_shift: Float[Tensor, "B"]
+    gt_scale: Float[Tensor, "B"]
+    pred_scale: Float[Tensor, "B"]
+    pred_mult: Float[Tensor, "B"]
+    gt_mult: Float[Tensor, "B"] | None
+
+    def apply(self, gt: Tensor, pts_l: Tensor, pts_r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Shift (``z`` only) and scale the ground truth and the view-1 / view-2 predictions."""
+        gt = gt - _z_offset(self.gt_shift)
+        if self.gt_mult is not None:
+            gt = gt * _expand(self.gt_mult)
+        pts_l = (pts_l - _z_offset(self.pred_shift)) * _expand(self.pred_mult)
+        pts_r = (pts_r - _z_offset(self.pred_shift)) * _expand(self.pred_mult)
+        return gt, pts_l, pts_r
+
+
+def _alignment(
+    gt: Tensor, pts_l: Tensor, pts_r: Tensor, valid: Tensor, *, to_gt_scale: bool
+) -> _Alignment:
+    """Median depth shifts and median-distance scales of the ground truth and of one prediction
+    per frame (view 1 of every step, view 2 of the last step), at the valid pixels."""
+    with torch.no_grad():
+        frames = torch.cat([pts_l, pts_r[:, -1:]], dim=1).detach()
+        gt_shift = masked_median(gt[..., 2], valid)
+        pred_shift = masked_median(frames[..., 2], valid)
+        gt_scale = median_scale(gt - _z_offset(gt_shift), valid)
+        pred_scale = median_scale(frames - _z_offset(pred_shift), valid)
+        pred_scale = pred_scale.clamp(*_PRED_SCALE_RANGE)
+        if to_gt_scale:
+            pred_mult, gt_mult = gt_scale / pred_scale, None
+        else:
+            pred_mult, gt_mult = 1.0 / pred_scale, 1.0 / gt_scale
+    return _Alignment(gt_shift, pred_shift, gt_scale, pred_scale, pred_mult, gt_mult)
+
+
+def _aligned_distances(
+    gt: Tensor, pts_l: Tensor, pts_r: Tensor, valid: Tensor
+) -> tuple[Float[Tensor, "B K"], Int[Tensor, "B K"]]:
+    """Per-sample, per-term sums of the point distances over the valid pixels and their counts."""
+    valid_l, valid_r = valid[:, :-1], valid[:, 1:]
+    # Distances on differences zeroed at invalid pixels: exactly zero there, and no gradient
+    # (even where the ground truth is not finite).
+    diff_l = torch.where(valid_l[..., None], pts_l - gt[:, :-1], 0.0)
+    diff_r = torch.where(valid_r[..., None], pts_r - gt[:, 1:], 0.0)
+    dist_sum = interleave_terms(
+        torch.linalg.vector_norm(diff_l, dim=-1).sum((2, 3)),
+        torch.linalg.vector_norm(diff_r, dim=-1).sum((2, 3)),
+    )
+    count = interleave_terms(valid_l.sum((2, 3)), valid_r.sum((2, 3)))
+    return dist_sum, count
+
+
 @dataclass(eq=False, kw_only=True)
 class ScaleShiftInvariantOutput(LossOutput):
-    """Result of :class:`ScaleShiftInvariant`: aligned point clouds and the frame loss.
+    """Result of [`ScaleShiftInvariant`][spatialmem.losses.ScaleShiftInvariant]: aligned point
+    clouds and the frame loss.
 
     ``loss`` is the sum over the ``2 (T - 1)`` terms of the mean distance between aligned
     prediction and ground truth at valid pixels (official ``compute_frame_loss``). ``details``
@@ -103,9 +162,9 @@ class ScaleShiftInvariantOutput(LossOutput):
 
     gt_pts3d: Float[Tensor, "B T H W 3"]
     """Ground truth in frame 0's camera frame with ``gt_shift_z`` subtracted from ``z``."""
-    pts_left: Float[Tensor, "B S H W 3"]
+    pts_view1: Float[Tensor, "B S H W 3"]
     """Aligned view-1 predictions (frame ``i`` for step ``i``)."""
-    pts_right: Float[Tensor, "B S H W 3"]
+    pts_view2: Float[Tensor, "B S H W 3"]
     """Aligned view-2 predictions (frame ``i + 1`` for step ``i``)."""
     term_names: tuple[str, ...]
     """``("L0", "L1", "R1", ..., "R<T-1>")``."""
@@ -130,7 +189,7 @@ class ScaleShiftInvariantOutput(LossOutput):
     def frame_pts3d(self) -> Float[Tensor, "B T H W 3"]:
         """One aligned pointmap per frame: view 1 of step ``t`` for ``t < T - 1``, view 2 of the
         last step for the last frame (what the official evaluation compares)."""
-        return torch.cat([self.pts_left, self.pts_right[:, -1:]], dim=1)
+        return torch.cat([self.pts_view1, self.pts_view2[:, -1:]], dim=1)
 
 
 class ScaleShiftInvariant(Criterion):
@@ -147,9 +206,9 @@ class ScaleShiftInvariant(Criterion):
             ``avg_dis`` factor, term means pooled over the batch).
         log_name: prefix of the official ``details`` keys.
 
-    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
-    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames. Every
-    sample needs at least one valid pixel (otherwise its medians are NaN).
+    Shapes: ``pred`` is a [`StepPredictions`][spatialmem.types.StepPredictions] ``[B, S, H, W, 3]``,
+    ``target`` a [`SequenceTarget`][spatialmem.types.SequenceTarget] with ``T = S + 1`` frames.
+    Every sample needs at least one valid pixel (otherwise its medians are NaN).
     """
 
     def __init__(
@@ -175,76 +234,51 @@ class ScaleShiftInvariant(Criterion):
         check_some_valid(target.valid)
         valid = target.valid
         gt = gt_in_camera0(target.pts3d, target.camera_pose0)
-        pts_l, pts_r = pred.pts_left, pred.pts_right
-
-        pr_factor = None
-        if self.norm_mode == "avg_dis":
-            if self.fix_first:
-                pr_factor = avg_distance_factor(
-                    pts_l[:, :1], valid[:, :1], batch_coupled=self.batch_coupled
-                )
-            else:
-                pr_factor = sequence_pred_factor(pred, valid, batch_coupled=self.batch_coupled)
-            pts_l, pts_r = pts_l / _expand(pr_factor), pts_r / _expand(pr_factor)
-
-        with torch.no_grad():
-            frames = torch.cat([pts_l, pts_r[:, -1:]], dim=1).detach()
-            gt_shift = masked_median(gt[..., 2], valid)
-            pred_shift = masked_median(frames[..., 2], valid)
-            gt_scale = median_scale(gt - _z_offset(gt_shift), valid)
-            pred_scale = median_scale(frames - _z_offset(pred_shift), valid)
-            pred_scale = pred_scale.clamp(*_PRED_SCALE_RANGE)
-            if self.gt_scale:
-                pred_mult, gt_mult = gt_scale / pred_scale, None
-            else:
-                pred_mult, gt_mult = 1.0 / pred_scale, 1.0 / gt_scale
-
-        gt = gt - _z_offset(gt_shift)
-        if gt_mult is not None:
-            gt = gt * _expand(gt_mult)
-        pts_l = (pts_l - _z_offset(pred_shift)) * _expand(pred_mult)
-        pts_r = (pts_r - _z_offset(pred_shift)) * _expand(pred_mult)
-
-        valid_l, valid_r = valid[:, :-1], valid[:, 1:]
-        # Distances on differences zeroed at invalid pixels: exactly zero there, and no gradient
-        # (even where the ground truth is not finite).
-        diff_l = torch.where(valid_l[..., None], pts_l - gt[:, :-1], 0.0)
-        diff_r = torch.where(valid_r[..., None], pts_r - gt[:, 1:], 0.0)
-        dist_sum = interleave_terms(
-            torch.linalg.vector_norm(diff_l, dim=-1).sum((2, 3)),
-            torch.linalg.vector_norm(diff_r, dim=-1).sum((2, 3)),
-        )
-        count = interleave_terms(valid_l.sum((2, 3)), valid_r.sum((2, 3)))
+        pts_l, pts_r, pr_factor = self._normalised_predictions(pred, valid)
+        alignment = _alignment(gt, pts_l, pts_r, valid, to_gt_scale=self.gt_scale)
+        gt, pts_l, pts_r = alignment.apply(gt, pts_l, pts_r)
+        dist_sum, count = _aligned_distances(gt, pts_l, pts_r, valid)
         dist, dist_ps = reduce_terms(dist_sum, count, batch_coupled=self.batch_coupled)
         names = term_names(pred.num_frames)
-
-        with torch.no_grad():
-            conf_mean_all = interleave_terms(
-                pred.conf_left.mean((0, 2, 3))[None], pred.conf_right.mean((0, 2, 3))[None]
-            )[0]
-        details = sequence_details(self.log_name, names, dist, conf_mean_all)
+        details = sequence_details(self.log_name, names, dist, _conf_mean_all(pred))
         details.update(
-            gt_shift_z=gt_shift.mean(),
-            pred_shift_z=pred_shift.mean(),
-            gt_scale=gt_scale.mean(),
-            pred_scale=pred_scale.mean(),
+            gt_shift_z=alignment.gt_shift.mean(),
+            pred_shift_z=alignment.pred_shift.mean(),
+            gt_scale=alignment.gt_scale.mean(),
+            pred_scale=alignment.pred_scale.mean(),
         )
         return ScaleShiftInvariantOutput(
             loss=dist.sum(),
             details=details,
             gt_pts3d=gt,
-            pts_left=pts_l,
-            pts_right=pts_r,
+            pts_view1=pts_l,
+            pts_view2=pts_r,
             term_names=names,
             term_dist=dist,
             term_valid=count.sum(0),
-            gt_shift_z=gt_shift,
-            pred_shift_z=pred_shift,
-            gt_scale=gt_scale,
-            pred_scale=pred_scale,
+            gt_shift_z=alignment.gt_shift,
+            pred_shift_z=alignment.pred_shift,
+            gt_scale=alignment.gt_scale,
+            pred_scale=alignment.pred_scale,
             pr_factor=pr_factor,
             per_sample=None if self.batch_coupled else dist_ps.sum(1),
         )
+
+    def _normalised_predictions(
+        self, pred: StepPredictions, valid: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The view-1 / view-2 points divided by the ``avg_dis`` factor (``norm_mode="avg_dis"``;
+        of frame 0's view 1 only with ``fix_first``) and that factor (``None`` without one)."""
+        pts_l, pts_r = pred.pts_view1, pred.pts_view2
+        if self.norm_mode != "avg_dis":
+            return pts_l, pts_r, None
+        if self.fix_first:
+            pr_factor = avg_distance_factor(
+                pts_l[:, :1], valid[:, :1], batch_coupled=self.batch_coupled
+            )
+        else:
+            pr_factor = sequence_pred_factor(pred, valid, batch_coupled=self.batch_coupled)
+        return pts_l / _expand(pr_factor), pts_r / _expand(pr_factor), pr_factor
 
     def extra_repr(self) -> str:
         return (

@@ -9,14 +9,15 @@ from spatialmem.losses.base import Criterion
 from spatialmem.losses.confidence import confidence_output
 from spatialmem.losses.regression import RegressionOutput, _check_options, regression_terms
 from spatialmem.losses.scale import scale_loss
-from spatialmem.losses.structures import SequenceTarget, StepPredictions
+from spatialmem.types import SequenceTarget, StepPredictions
 
 __all__ = ["SequenceLossOutput", "Spann3RLoss"]
 
 
 @dataclass(eq=False, kw_only=True)
 class SequenceLossOutput(RegressionOutput):
-    """Result of :class:`Spann3RLoss`: ``loss = conf_loss + scale_weight * scale_loss``.
+    """Result of [`Spann3RLoss`][spatialmem.losses.Spann3RLoss]:
+    ``loss = conf_loss + scale_weight * scale_loss``.
 
     ``terms`` holds the ``2 (T - 1)`` confidence-weighted term values in the official order
     ``term_names = ("L0", "L1", "R1", ..., "R<T-1>")``; ``details`` the official log entries
@@ -34,14 +35,17 @@ class SequenceLossOutput(RegressionOutput):
 
 
 class Spann3RLoss(Criterion):
-    """The Spann3R training criterion: :class:`ConfidenceRegression` + :class:`ScaleLoss`.
+    """The Spann3R training criterion:
+    [`ConfidenceRegression`][spatialmem.losses.ConfidenceRegression] +
+    [`ScaleLoss`][spatialmem.losses.ScaleLoss].
 
     Equal to ``ConfidenceRegression(alpha) + scale_weight * ScaleLoss()`` (same options), but the
-    normalisation is computed once and the result is one flat :class:`SequenceLossOutput`.
+    normalisation is computed once and the result is one flat
+    [`SequenceLossOutput`][spatialmem.losses.SequenceLossOutput].
 
     Args:
         alpha: weight of the confidence regulariser (official 0.4; see
-            :func:`~spatialmem.losses.alpha_schedule`).
+            [`alpha_schedule`][spatialmem.losses.alpha_schedule]).
         scale_weight: weight of the scale term (the official training adds it with weight 1).
         batch_coupled: reproduce the official numbers exactly: batch-wide valid-pixel count in the
             ``avg_dis`` factors, term means pooled over the batch, and the scale term comparing
@@ -52,14 +56,15 @@ class Spann3RLoss(Criterion):
             modes agree.
         log_name: prefix of the official ``details`` keys.
 
-    Shapes: ``pred`` is a :class:`~spatialmem.losses.StepPredictions` ``[B, S, H, W, 3]``,
-    ``target`` a :class:`~spatialmem.losses.SequenceTarget` with ``T = S + 1`` frames.
+    Shapes: ``pred`` is a [`StepPredictions`][spatialmem.types.StepPredictions] ``[B, S, H, W, 3]``,
+    ``target`` a [`SequenceTarget`][spatialmem.types.SequenceTarget] with ``T = S + 1`` frames.
 
-    Example::
-
+    Example:
+        ```python
         criterion = Spann3RLoss(alpha=0.4)
         out = criterion(StepPredictions(pl, cl, pr, cr), SequenceTarget(pts, valid, pose0))
         out.loss.backward()
+        ```
     """
 
     def __init__(
@@ -78,7 +83,8 @@ class Spann3RLoss(Criterion):
         self.log_name = log_name
 
     def forward(self, pred: StepPredictions, target: SequenceTarget) -> SequenceLossOutput:
-        """Compute the loss; see :class:`SequenceLossOutput` for the fields."""
+        """Compute the loss; see [`SequenceLossOutput`][spatialmem.losses.SequenceLossOutput] for
+        the fields."""
         terms = regression_terms(
             pred, target, alpha=self.alpha, norm_mode="avg_dis", batch_coupled=self.batch_coupled
         )

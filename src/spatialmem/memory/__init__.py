@@ -1,6 +1,8 @@
-"""Spatial memory: :class:`SpatialMemory` (learned norms + policies), :class:`MemoryState` (the
-per-sequence tensors), :class:`MemoryConfig` and the :class:`MemoryEncoder` of memory values.
-Pure memory maths lives in :mod:`spatialmem.memory.ops`."""
+"""Spatial memory: [`SpatialMemory`][spatialmem.memory.SpatialMemory] (learned norms + policies),
+[`MemoryState`][spatialmem.memory.MemoryState] (the per-sequence tensors),
+[`MemoryConfig`][spatialmem.memory.MemoryConfig] and the
+[`MemoryEncoder`][spatialmem.memory.MemoryEncoder] of memory values. Pure memory maths lives in
+`spatialmem.memory.ops`."""
 
 from spatialmem.memory import ops
 from spatialmem.memory.encoder import MemoryEncoder

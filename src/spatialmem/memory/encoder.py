@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_tensor, checks_active, internal_calls
 from spatialmem._typing import Float
 from spatialmem.layers import EncoderBlock, PatchEmbed, RoPE2D, default_norm_layer
 from spatialmem.layers.blocks import NormLayer
@@ -60,15 +60,17 @@ class MemoryEncoder(nn.Module):
         Returns:
             ``[B, P, out_dim]`` tokens in row-major patch order, ``P = (H/p) * (W/p)``.
         """
-        check_tensor("pts3d", pts3d, ndim=4, floating=True, dims={3: 3}, expected="B H W 3")
         h, w = pts3d.shape[1:3]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(
-                f"`pts3d` height and width must be multiples of the patch size {self.patch_size}, "
-                f"got {tuple(pts3d.shape)}"
-            )
-        tokens, positions = self.patch_embed(pts3d.permute(0, 3, 1, 2))
-        extent = max(h, w) // self.patch_size
-        for block in self.blocks:
-            tokens = block(tokens, positions, extent)
+        if checks_active():  # shapes only: predicted points are not value-checked
+            check_tensor("pts3d", pts3d, ndim=4, floating=True, dims={3: 3}, expected="B H W 3")
+            if h % self.patch_size or w % self.patch_size:
+                raise ValueError(
+                    f"`pts3d` height and width must be multiples of the patch size "
+                    f"{self.patch_size}, got {tuple(pts3d.shape)}"
+                )
+        with internal_calls():
+            tokens, positions = self.patch_embed(pts3d.permute(0, 3, 1, 2))
+            extent = max(h, w) // self.patch_size
+            for block in self.blocks:
+                tokens = block(tokens, positions, extent)
         return self.proj(self.norm(tokens))

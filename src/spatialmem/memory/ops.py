@@ -2,7 +2,7 @@
 
 Every function works on whole batches with per-sample masks, so one call gives exactly the
 per-sample results. They are the building blocks of the default
-:class:`~spatialmem.memory.SpatialMemory` policies and can be reused by subclasses.
+[`SpatialMemory`][spatialmem.memory.SpatialMemory] policies and can be reused by subclasses.
 """
 
 import torch
@@ -78,7 +78,7 @@ def working_frame_similarity(
     work_frames: Int[Tensor, "B"],
     key: Float[Tensor, "B P C"],
     max_frames: int,
-) -> Float[Tensor, "B W"]:
+) -> Float[Tensor, "B Fw"]:
     """Similarity of a new key to each working-memory frame (the official gate score).
 
     For frame ``f`` of the working memory: the cosine similarity between ``key[b, p]`` and the
@@ -89,7 +89,7 @@ def working_frame_similarity(
         count: tokens per sample.
         work_frames: working-memory frames per sample (the last ``work_frames * P`` rows).
         key: raw key of the new frame.
-        max_frames: ``W``, the most frames a working memory holds.
+        max_frames: ``Fw``, the most frames a working memory holds.
 
     Returns:
         Scores with the working-memory frames oldest first in columns ``0..work_frames-1``;

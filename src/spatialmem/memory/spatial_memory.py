@@ -1,9 +1,7 @@
 """XMem-style spatial memory of Spann3R: learned read-out norms plus overridable policies."""
 
 import dataclasses
-import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,19 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spatialmem._checks import check_same_batch, check_tensor
+from spatialmem._checks import check_same_batch, check_tensor, checks_active, internal_calls
 from spatialmem._typing import Bool, Float
 from spatialmem.memory import ops
 from spatialmem.memory.state import MemoryState
 
 __all__ = ["MemoryConfig", "SpatialMemory"]
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """Configuration of a :class:`SpatialMemory`. Defaults are the paper's (Sec. 3.2).
+    """Configuration of a [`SpatialMemory`][spatialmem.memory.SpatialMemory]. Defaults are the
+    paper's (Sec. 3.2).
 
     Only ``dim`` has no default: the model that owns the memory passes its key/value width.
     """
@@ -77,12 +74,12 @@ class MemoryConfig:
             raise ValueError(f"MemoryConfig.sim_thresh must be finite, got {self.sim_thresh}")
 
     @property
-    def keep_tokens(self) -> int:
+    def resolved_top_k(self) -> int:
         """Tokens kept by a consolidation (``top_k``, default ``long_mem_tokens``)."""
         return self.long_mem_tokens if self.top_k is None else self.top_k
 
     @property
-    def protect_below(self) -> int:
+    def resolved_protect_age(self) -> int:
         """Age under which tokens are protected (``protect_age``, default ``work_mem_frames+5``)."""
         return self.work_mem_frames + 5 if self.protect_age is None else self.protect_age
 
@@ -93,38 +90,6 @@ class MemoryConfig:
             num_patches: tokens per frame ``P``.
         """
         return self.long_mem_tokens + (self.work_mem_frames + 1) * num_patches
-
-    @classmethod
-    def from_official(
-        cls, args: Mapping[str, Any], *, dim: int, norm_eps: float = 1e-5
-    ) -> "MemoryConfig":
-        """Translate the official ``SpatialMemory`` constructor arguments.
-
-        Args:
-            args: official keyword arguments (``long_mem_size``, ``work_mem_size``,
-                ``attn_thresh``, ``sim_thresh``, ``top_k``, ``mem_dropout_p``); absent ones keep
-                their defaults, unknown keys are ignored. ``mem_dropout_p=None`` (no dropout
-                module) means no dropout.
-            dim: key/value width.
-            norm_eps: epsilon of the read-out LayerNorms.
-        """
-        mapping = {
-            "long_mem_size": "long_mem_tokens",
-            "work_mem_size": "work_mem_frames",
-            "attn_thresh": "attn_clip",
-            "sim_thresh": "sim_thresh",
-            "top_k": "top_k",
-        }
-        kw: dict[str, Any] = {
-            ours: args[theirs] for theirs, ours in mapping.items() if theirs in args
-        }
-        if "mem_dropout_p" in args:
-            p = args["mem_dropout_p"]
-            kw["attn_dropout"] = 0.0 if p is None else float(p)
-        for name in ("attn_clip", "sim_thresh"):
-            if name in kw:
-                kw[name] = float(kw[name])
-        return cls(dim=dim, norm_eps=norm_eps, **kw)
 
 
 def _host_checks_ok(t: Tensor) -> bool:
@@ -144,9 +109,9 @@ class SpatialMemory(nn.Module):
     """Spann3R's spatial memory: working memory + long-term memory with consolidation.
 
     The module holds what is learned and configured (``norm_q``, ``norm_k``, ``norm_v``, the
-    attention dropout, :class:`MemoryConfig`); the tokens of each stream live in a
-    :class:`~spatialmem.memory.MemoryState`, which every method takes and (if it changes it)
-    returns. A model drives it once per frame:
+    attention dropout, [`MemoryConfig`][spatialmem.memory.MemoryConfig]); the tokens of each stream
+    live in a [`MemoryState`][spatialmem.memory.MemoryState], which every method takes and (if it
+    changes it) returns. A model drives it once per frame:
 
     ```python
     state = memory.init_state(batch_size, num_patches)
@@ -224,7 +189,7 @@ class SpatialMemory(nn.Module):
         c = self.config
         return (
             f"dim={c.dim}, work_mem_frames={c.work_mem_frames}, "
-            f"long_mem_tokens={c.long_mem_tokens}, top_k={c.keep_tokens}, "
+            f"long_mem_tokens={c.long_mem_tokens}, top_k={c.resolved_top_k}, "
             f"attn_clip={c.attn_clip}, sim_thresh={c.sim_thresh}"
         )
 
@@ -238,14 +203,16 @@ class SpatialMemory(nn.Module):
         dtype: torch.dtype | None = None,
         capacity: int | None = None,
     ) -> MemoryState:
-        """Allocate an empty :class:`~spatialmem.memory.MemoryState` for ``batch_size`` streams.
+        """Allocate an empty [`MemoryState`][spatialmem.memory.MemoryState] for ``batch_size``
+        streams.
 
         Args:
             batch_size: number of streams ``B``.
             num_patches: tokens per frame ``P``.
             device: defaults to the device of the norm parameters.
             dtype: defaults to the dtype of the norm parameters.
-            capacity: rows per sample; defaults to :meth:`MemoryConfig.capacity`, which eval mode
+            capacity: rows per sample; defaults to
+                [`MemoryConfig.capacity`][spatialmem.memory.MemoryConfig.capacity], which eval mode
                 never exceeds. A smaller capacity evicts the oldest tokens when full.
         """
         ref = next(iter(self.parameters()), None)
@@ -264,7 +231,7 @@ class SpatialMemory(nn.Module):
         )
 
     # ------------------------------------------------------------------ insertion gate
-    def similarity(self, state: MemoryState, key: Float[Tensor, "B P C"]) -> Float[Tensor, "B W"]:
+    def similarity(self, state: MemoryState, key: Float[Tensor, "B P C"]) -> Float[Tensor, "B Fw"]:
         """Gate score of a new frame against each working-memory frame.
 
         Default: per patch index, the cosine similarity between the raw new key and the raw key
@@ -275,7 +242,7 @@ class SpatialMemory(nn.Module):
             key: raw keys of the new frame.
 
         Returns:
-            ``W = work_mem_frames`` columns, the working-memory frames oldest first; columns of
+            ``Fw = work_mem_frames`` columns, the working-memory frames oldest first; columns of
             absent frames are ``-inf``.
         """
         w = self.config.work_mem_frames
@@ -293,8 +260,9 @@ class SpatialMemory(nn.Module):
     def should_insert(self, state: MemoryState, key: Float[Tensor, "B P C"]) -> Bool[Tensor, "B"]:
         """Per-sample decision to write the new frame.
 
-        Default: always in training mode; in eval mode unless the largest :meth:`similarity` is
-        strictly greater than ``sim_thresh`` (an empty working memory always inserts).
+        Default: always in training mode; in eval mode unless the largest
+        [`similarity`][spatialmem.memory.SpatialMemory.similarity] is strictly greater than
+        ``sim_thresh`` (an empty working memory always inserts).
 
         Args:
             state: the memory.
@@ -308,7 +276,7 @@ class SpatialMemory(nn.Module):
             return torch.ones(b, dtype=torch.bool, device=key.device)
         sims = self._checked(
             "similarity", self.similarity(state, key), ndim=2, floating=True, dims={0: b},
-            expected="B W",
+            expected="B Fw",
         )  # fmt: skip
         return ~(sims.amax(dim=-1) > self.config.sim_thresh)
 
@@ -321,7 +289,8 @@ class SpatialMemory(nn.Module):
             query: raw queries.
 
         Returns:
-            Logits for every row, valid or not (masking is :meth:`attention`'s job).
+            Logits for every row, valid or not (masking is
+            [`attention`][spatialmem.memory.SpatialMemory.attention]'s job).
         """
         q = self.norm_q(query)
         k = self.norm_k(state.keys)
@@ -334,8 +303,8 @@ class SpatialMemory(nn.Module):
 
         Default: softmax over the valid rows; in eval mode weights below ``attn_clip`` are zeroed
         and each row renormalised (a row entirely under the threshold keeps its softmax, see
-        :func:`~spatialmem.memory.ops.clip_and_renormalise`); in training mode dropout is applied
-        instead (no clipping). Invalid rows get weight 0 and no row is ever NaN.
+        [`clip_and_renormalise`][spatialmem.memory.ops.clip_and_renormalise]); in training mode
+        dropout is applied instead (no clipping). Invalid rows get weight 0 and no row is ever NaN.
 
         Args:
             logits: attention logits.
@@ -352,7 +321,9 @@ class SpatialMemory(nn.Module):
     def attention_weights(
         self, state: MemoryState, query: Float[Tensor, "B P C"]
     ) -> Float[Tensor, "B P X"]:
-        """:meth:`logits` then :meth:`attention`: the weights a :meth:`read` would apply."""
+        """[`logits`][spatialmem.memory.SpatialMemory.logits] then
+        [`attention`][spatialmem.memory.SpatialMemory.attention]: the weights a
+        [`read`][spatialmem.memory.SpatialMemory.read] would apply."""
         b, p = query.shape[:2]
         x = state.capacity
         logits = self._checked(
@@ -374,8 +345,11 @@ class SpatialMemory(nn.Module):
         autograd. An empty memory returns ``query`` unchanged.
 
         On CPU (eager), where reading the token counts costs no device sync, the policies
-        :meth:`logits` and :meth:`attention` receive the state narrowed to the longest valid
-        prefix of the batch (:meth:`MemoryState.narrow`); elsewhere they see every row.
+        [`logits`][spatialmem.memory.SpatialMemory.logits] and
+        [`attention`][spatialmem.memory.SpatialMemory.attention] receive the state narrowed to the
+        longest valid prefix of the batch
+        ([`MemoryState.narrow`][spatialmem.memory.MemoryState.narrow]); elsewhere they see every
+        row.
 
         Args:
             state: the memory (not modified).
@@ -384,24 +358,20 @@ class SpatialMemory(nn.Module):
         Returns:
             ``(fused, new_state)``.
         """
-        self._check_tokens("query", query, state)
-        # On CPU, where reading the counts costs no device sync, attend only over the longest
-        # valid prefix of the batch (the other rows are masked anyway); elsewhere use all rows.
-        rows = _active_rows(state)
-        view = state if rows is None else state.narrow(rows)
-        weights = self.attention_weights(view, query)
-        values = self.norm_v(view.values)
-        fused = weights @ values + query
-        gained = weights.detach().sum(dim=1).to(state.attn.dtype)
-        if rows is not None:
-            gained = F.pad(gained, (0, state.capacity - rows))
-        return fused, state.replace(attn=state.attn + gained)
-
-    def forward(
-        self, state: MemoryState, query: Float[Tensor, "B P C"]
-    ) -> tuple[Float[Tensor, "B P C"], MemoryState]:
-        """Same as :meth:`read`."""
-        return self.read(state, query)
+        if checks_active():
+            self._check_tokens("query", query, state)
+        with internal_calls():  # the policies below get validated inputs
+            # On CPU, where reading the counts costs no device sync, attend only over the longest
+            # valid prefix of the batch (the other rows are masked anyway); elsewhere use all rows.
+            rows = _active_rows(state)
+            view = state if rows is None else state.narrow(rows)
+            weights = self.attention_weights(view, query)
+            values = self.norm_v(view.values)
+            fused = weights @ values + query
+            gained = weights.detach().sum(dim=1).to(state.attn.dtype)
+            if rows is not None:
+                gained = F.pad(gained, (0, state.capacity - rows))
+            return fused, state.replace(attn=state.attn + gained)
 
     # ------------------------------------------------------------------ write
     def write(
@@ -429,12 +399,14 @@ class SpatialMemory(nn.Module):
         Returns:
             The new state.
         """
-        self._check_tokens("key", key, state)
-        self._check_tokens("value", value, state)
         b, p, _ = key.shape
+        if checks_active():
+            self._check_tokens("key", key, state)
+            self._check_tokens("value", value, state)
+            if insert is not None:
+                check_tensor("insert", insert, ndim=1, floating=False, dims={0: b}, expected="B")
         if insert is None:
             insert = torch.ones(b, dtype=torch.bool, device=key.device)
-        check_tensor("insert", insert, ndim=1, floating=False, dims={0: b}, expected="B")
         insert = insert.to(dtype=torch.bool, device=state.device)
         state = self._make_room(state, insert)
 
@@ -443,14 +415,17 @@ class SpatialMemory(nn.Module):
         )
         ins = insert[:, None]
         in_place = not torch.is_grad_enabled()
-        keys = _put_rows(state.keys, rows, key.to(state.dtype), ins, in_place)
-        values = _put_rows(state.values, rows, value.to(state.dtype), ins, in_place)
+        # CPU fast path, decided once for the five buffers: every sample inserts.
+        every = _host_checks_ok(insert) and bool(insert.all())
+        keys = _put_rows(state.keys, rows, key.to(state.dtype), ins, in_place, every)
+        values = _put_rows(state.values, rows, value.to(state.dtype), ins, in_place, every)
         age = torch.where(state.valid & ins, state.age + 1, state.age)
-        age = _put_rows(age, rows, torch.zeros_like(rows), ins, False)
+        age = _put_rows(age, rows, torch.zeros_like(rows), ins, False, every)
         attn = _put_rows(
-            state.attn, rows, torch.zeros_like(rows, dtype=state.attn.dtype), ins, False
+            state.attn, rows, torch.zeros_like(rows, dtype=state.attn.dtype), ins, False, every
         )
-        valid = _put_rows(state.valid, rows, torch.ones_like(rows, dtype=torch.bool), ins, False)
+        ones = torch.ones_like(rows, dtype=torch.bool)
+        valid = _put_rows(state.valid, rows, ones, ins, False, every)
         count = state.count + insert.long() * p
 
         work_frames, long_tokens = state.work_frames, state.long_tokens
@@ -491,8 +466,9 @@ class SpatialMemory(nn.Module):
         key: Float[Tensor, "B P C"],
         value: Float[Tensor, "B P C"],
     ) -> MemoryState:
-        """End-of-step insertion: :meth:`should_insert`, :meth:`write`, then (eval mode only)
-        :meth:`consolidate`.
+        """End-of-step insertion: [`should_insert`][spatialmem.memory.SpatialMemory.should_insert],
+        [`write`][spatialmem.memory.SpatialMemory.write], then (eval mode only)
+        [`consolidate`][spatialmem.memory.SpatialMemory.consolidate].
 
         Args:
             state: the memory (may be updated in place when autograd is off).
@@ -502,20 +478,23 @@ class SpatialMemory(nn.Module):
         Returns:
             The new state.
         """
-        self._check_tokens("key", key, state)
+        if checks_active():
+            self._check_tokens("key", key, state)
+            self._check_tokens("value", value, state)
         b = key.shape[0]
-        insert = self._checked(
-            "should_insert", self.should_insert(state, key), ndim=1, floating=False, dims={0: b},
-            expected="B",
-        )  # fmt: skip
-        if insert.dtype != torch.bool:
-            raise TypeError(
-                f"{type(self).__name__}.should_insert() must return a bool tensor, "
-                f"got {insert.dtype}"
-            )
-        state = self.write(state, key, value, insert)
-        if not self.training:
-            state = self.consolidate(state)
+        with internal_calls():  # the policies below get validated inputs
+            insert = self._checked(
+                "should_insert", self.should_insert(state, key), ndim=1, floating=False,
+                dims={0: b}, expected="B",
+            )  # fmt: skip
+            if insert.dtype != torch.bool:
+                raise TypeError(
+                    f"{type(self).__name__}.should_insert() must return a bool tensor, "
+                    f"got {insert.dtype}"
+                )
+            state = self.write(state, key, value, insert)
+            if not self.training:
+                state = self.consolidate(state)
         return state
 
     # ------------------------------------------------------------------ consolidation
@@ -545,14 +524,15 @@ class SpatialMemory(nn.Module):
         Returns:
             Mask of protected rows.
         """
-        return state.valid & (state.age < self.config.protect_below)
+        return state.valid & (state.age < self.config.resolved_protect_age)
 
     def keep_mask(self, state: MemoryState) -> Bool[Tensor, "B X"]:
         """Tokens a consolidation of this state keeps.
 
         Default: ``top_k`` tokens of the whole memory: the working memory, then the
-        :meth:`protected` tokens (newest first), then the highest :meth:`consolidation_scores`
-        (ties go to the older row), see :func:`~spatialmem.memory.ops.keep_top_k`.
+        [`protected`][spatialmem.memory.SpatialMemory.protected] tokens (newest first), then the
+        highest [`consolidation_scores`][spatialmem.memory.SpatialMemory.consolidation_scores] (ties
+        go to the older row), see [`keep_top_k`][spatialmem.memory.ops.keep_top_k].
 
         Args:
             state: the memory.
@@ -575,16 +555,16 @@ class SpatialMemory(nn.Module):
             state.working_mask(),
             state.valid,
             state.age,
-            self.config.keep_tokens,
+            self.config.resolved_top_k,
         )
 
     def consolidate(self, state: MemoryState) -> MemoryState:
         """Prune the samples whose long-term memory exceeds ``long_mem_tokens``.
 
-        For those samples only the rows of :meth:`keep_mask` (plus the whole working memory)
-        remain, compacted to the front in chronological order, and the long-term count becomes
-        ``kept - work_frames * P`` (``top_k - wm*P`` with the default policy, as the official
-        model). Other samples are unchanged.
+        For those samples only the rows of [`keep_mask`][spatialmem.memory.SpatialMemory.keep_mask]
+        (plus the whole working memory) remain, compacted to the front in chronological order, and
+        the long-term count becomes ``kept - work_frames * P`` (``top_k - wm*P`` with the default
+        policy, as the official model). Other samples are unchanged.
 
         Args:
             state: the memory.
@@ -640,17 +620,17 @@ class SpatialMemory(nn.Module):
             raise ValueError(f"memory state has width {state.dim}, the memory expects {c}")
 
 
-def _put_rows(buf: Tensor, rows: Tensor, new: Tensor, insert: Tensor, in_place: bool) -> Tensor:
-    """Write ``new`` at ``rows`` for inserting samples (others rewrite their current rows)."""
+def _put_rows(
+    buf: Tensor, rows: Tensor, new: Tensor, insert: Tensor, in_place: bool, every: bool
+) -> Tensor:
+    """Write ``new`` at ``rows`` for inserting samples (others rewrite their current rows);
+    ``every``: all samples insert, known without reading ``insert`` again."""
     if buf.ndim == 3:
         idx = rows[..., None].expand(-1, -1, buf.shape[2])
         mask = insert[..., None]
     else:
         idx, mask = rows, insert
-    if _host_checks_ok(insert) and bool(insert.all()):
-        src = new  # CPU fast path: every sample inserts
-    else:
-        src = torch.where(mask, new, buf.gather(1, idx))
+    src = new if every else torch.where(mask, new, buf.gather(1, idx))
     if in_place:
         return buf.scatter_(1, idx, src)
     return buf.scatter(1, idx, src)

@@ -1,7 +1,7 @@
-"""Per-sequence tensors of a spatial memory (:class:`MemoryState`).
+"""Per-sequence tensors of a spatial memory ([`MemoryState`][spatialmem.memory.MemoryState]).
 
-The state is separate from the network (:class:`~spatialmem.memory.SpatialMemory`), as XMem keeps
-its memory store apart from the network: one model can drive many independent streams, and a
+The state is separate from the network ([`SpatialMemory`][spatialmem.memory.SpatialMemory]), as XMem
+keeps its memory store apart from the network: one model can drive many independent streams, and a
 stream can be paused, saved, moved to another device and resumed.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_tensor, checks_active
 from spatialmem._typing import Bool, Float, Int
+from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = ["MemoryState"]
 
@@ -22,7 +23,7 @@ _STATE_DICT_VERSION = 1
 
 
 @dataclass(eq=False)
-class MemoryState:
+class MemoryState(TensorDataclass):
     """Fixed-capacity memory of a batch of streams: keys, values and per-token statistics.
 
     All tensors are allocated once with a capacity ``X`` (rows) and never grow. Row ``j`` of
@@ -32,11 +33,12 @@ class MemoryState:
     memory the ``long_tokens[b]`` rows before them. Samples of one batch may hold different
     numbers of tokens.
 
-    Create one with :meth:`SpatialMemory.init_state <spatialmem.memory.SpatialMemory.init_state>`
-    (or :meth:`empty`); the policies of :class:`~spatialmem.memory.SpatialMemory` return updated
-    states. The methods that change a state (``write``, ``update``, ``consolidate``) may modify the
-    given state's ``keys``/``values`` buffers in place when autograd is off; call :meth:`clone`
-    first to keep a snapshot.
+    Create one with [`SpatialMemory.init_state`][spatialmem.memory.SpatialMemory.init_state]
+    (or [`empty`][spatialmem.memory.MemoryState.empty]); the policies of
+    [`SpatialMemory`][spatialmem.memory.SpatialMemory] return updated states. The methods that
+    change a state (``write``, ``update``, ``consolidate``) may modify the given state's
+    ``keys``/``values`` buffers in place when autograd is off; call
+    [`clone`][spatialmem.memory.MemoryState.clone] first to keep a snapshot.
     """
 
     keys: Float[Tensor, "B X C"]
@@ -60,6 +62,28 @@ class MemoryState:
     """Tokens per frame ``P``: one insertion writes exactly this many rows."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def replace(self, **changes: Any) -> "MemoryState":
+        """A new state of the same class with some fields replaced (the others are shared, not
+        copied). Extra fields of a subclass are carried along unchanged.
+
+        Called by a user, the new state is validated; called inside the library's own loop (see
+        [internal_calls][spatialmem._checks.internal_calls]) it is not, since every step would
+        otherwise re-check every field.
+        """
+        out = super().replace(**changes)
+        if checks_active():
+            out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Check the fields' shapes, dtypes and ``num_patches`` against each other.
+
+        Raises:
+            TypeError: a field has the wrong kind of dtype.
+            ValueError: a field has the wrong rank or size.
+        """
         keys = check_tensor("MemoryState.keys", self.keys, ndim=3, floating=True, expected="B X C")
         b, x, c = keys.shape
         check_tensor(
@@ -110,8 +134,8 @@ class MemoryState:
         Args:
             batch_size: number of independent streams ``B``.
             num_patches: tokens per frame ``P``.
-            capacity: rows per sample ``X`` (see :meth:`MemoryConfig.capacity
-                <spatialmem.memory.MemoryConfig.capacity>`).
+            capacity: rows per sample ``X`` (see
+                [`MemoryConfig.capacity`][spatialmem.memory.MemoryConfig.capacity]).
             dim: token width ``C``.
             device: where to allocate.
             dtype: floating dtype of keys, values and accumulated attention.
@@ -149,13 +173,6 @@ class MemoryState:
         kw = {f.name: getattr(base, f.name) for f in fields(base)}
         kw.update(extra)
         return cls(**kw)
-
-    def replace(self, **changes: Any) -> "MemoryState":
-        """A new state of the same class with some fields replaced (the others are shared, not
-        copied). Extra fields of a subclass are carried along unchanged."""
-        kw = {f.name: getattr(self, f.name) for f in fields(self)}
-        kw.update(changes)
-        return type(self)(**kw)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -207,9 +224,6 @@ class MemoryState:
         """Names of the tensor-valued fields (the built-in ones and those of a subclass)."""
         return [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]
 
-    def _map(self, fn: Any) -> "MemoryState":
-        return self.replace(**{n: fn(n, getattr(self, n)) for n in self._tensor_fields()})
-
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "MemoryState":
@@ -218,20 +232,12 @@ class MemoryState:
         Integer and boolean fields keep their dtype.
         """
 
-        def move(name: str, t: Tensor) -> Tensor:
+        def move(t: Tensor) -> Tensor:
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype)
             return t.to(device=device)
 
-        return self._map(move)
-
-    def detach(self) -> "MemoryState":
-        """A state whose tensors are detached from the autograd graph (storage shared)."""
-        return self._map(lambda _, t: t.detach())
-
-    def clone(self) -> "MemoryState":
-        """A deep copy (new storage for every tensor)."""
-        return self._map(lambda _, t: t.clone())
+        return self.apply(move)
 
     def state_dict(self) -> dict[str, Any]:
         """Every field (all rows, including the stale ones, so a resumed stream is
@@ -246,7 +252,8 @@ class MemoryState:
     def from_state_dict(
         cls, state_dict: dict[str, Any], *, device: torch.device | str | None = None
     ) -> "MemoryState":
-        """Build a new state of this class from :meth:`state_dict` output (tensors are copied)."""
+        """Build a new state of this class from
+        [`state_dict`][spatialmem.memory.MemoryState.state_dict] output (tensors are copied)."""
         _check_state_dict(state_dict)
         kw = {}
         for f in fields(cls):

@@ -64,10 +64,7 @@ class DUSt3RConfig:
     dpt_hooks: tuple[int, int, int, int] | None = None
     """Decoder-list indices read by the DPT head; ``None`` means ``(0, L*2//4, L*3//4, L)``."""
     portrait: PortraitMode = "transpose"
-    """Treatment of portrait images, see :data:`PortraitMode`."""
-    img_size: tuple[int, int] = (512, 512)
-    """Training resolution of the published weights (informational: any multiple of the patch
-    size runs)."""
+    """Treatment of portrait images, see [`PortraitMode`][spatialmem.models.config.PortraitMode]."""
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "enc_embed_dim", "enc_depth", "enc_num_heads"):
@@ -98,7 +95,9 @@ class DUSt3RConfig:
 
     @property
     def resolved_dpt_hooks(self) -> tuple[int, int, int, int]:
-        """The DPT hooks with the default filled in."""
+        """The DPT hooks with the default filled in: ``dpt_hooks``, or the official
+        ``(0, L*2//4, L*3//4, L)`` for decoder depth ``L`` (entry 0 of the decoder's token list is
+        the encoder output, entries ``1..L`` the decoder block outputs)."""
         if self.dpt_hooks is not None:
             return tuple(self.dpt_hooks)  # type: ignore[return-value]
         depth = self.dec_depth

@@ -6,18 +6,33 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_same_batch
+from spatialmem._checks import check_images, check_same_batch, internal_calls
 from spatialmem._typing import Float
 from spatialmem.decoders import TwinDecoder
-from spatialmem.encoders import CroCoEncoder, EncoderOutput
+from spatialmem.encoders import CroCoEncoder, EncodedFrame
 from spatialmem.heads import DPTHead, HeadOutput, LinearHead
 from spatialmem.models.config import DUSt3RConfig
+from spatialmem.tensor_dataclass import TensorDataclass
 
-__all__ = ["DUSt3R", "PairOutput", "build_head"]
+__all__ = ["DUSt3R", "PairDecoding", "PairOutput", "build_head"]
 
 
-@dataclass
-class PairOutput:
+@dataclass(eq=False)
+class PairDecoding(TensorDataclass):
+    """Decoder tokens and head outputs of one decoded pair (the pieces a sequence model reuses)."""
+
+    dec1: list[Tensor]
+    """View 1's decoder tokens (``L + 1`` entries, ``[B, P, C]`` each)."""
+    dec2: list[Tensor]
+    """View 2's decoder tokens."""
+    view1: HeadOutput
+    """Head 1's output for view 1."""
+    view2: HeadOutput | None
+    """Head 2's output for view 2 (``None`` when head 2 was not run)."""
+
+
+@dataclass(eq=False)
+class PairOutput(TensorDataclass):
     """Predictions for an image pair."""
 
     view1: HeadOutput
@@ -49,18 +64,18 @@ def build_head(config: DUSt3RConfig) -> nn.Module:
 
 
 def _transpose_output(out: HeadOutput) -> HeadOutput:
-    return HeadOutput(pts3d=out.pts3d.transpose(1, 2), conf=out.conf.transpose(1, 2))
+    return out.apply(lambda t: t.transpose(1, 2))  # [B, W, H, ...] -> [B, H, W, ...]
 
 
 class DUSt3R(nn.Module):
     """DUSt3R (``AsymmetricCroCo3DStereo``) pair model.
 
-    Both images go through the same :class:`~spatialmem.encoders.CroCoEncoder`, then through a
-    :class:`~spatialmem.decoders.TwinDecoder`, and each view's decoder tokens through its own head.
-    View 2's points are expressed in view 1's camera frame.
+    Both images go through the same [`CroCoEncoder`][spatialmem.encoders.CroCoEncoder], then through
+    a [`TwinDecoder`][spatialmem.decoders.TwinDecoder], and each view's decoder tokens through its
+    own head. View 2's points are expressed in view 1's camera frame.
 
     Args:
-        config: architecture; see :class:`DUSt3RConfig`.
+        config: architecture; see [`DUSt3RConfig`][spatialmem.models.DUSt3RConfig].
     """
 
     def __init__(self, config: DUSt3RConfig | None = None) -> None:
@@ -89,45 +104,78 @@ class DUSt3R(nn.Module):
         self.head1 = build_head(config)
         self.head2 = build_head(config)
 
-    def _landscape(self, img: Tensor) -> tuple[Tensor, bool]:
-        """Transpose a portrait batch to landscape when the portrait mode asks for it."""
-        portrait = img.shape[-2] > img.shape[-1]
-        if portrait and self.config.portrait == "transpose":
-            return img.transpose(-1, -2), True
-        return img, False
+    def encode(self, img: Float[Tensor, "B 3 H W"]) -> EncodedFrame:
+        """Encode images as the pair model sees them.
 
-    def encode(self, img: Float[Tensor, "B 3 H W"]) -> EncoderOutput:
-        """Encode images as the pair model sees them (portrait handling applied)."""
-        img, _ = self._landscape(img)
+        In the ``"transpose"`` portrait mode a portrait batch is encoded as landscape; the
+        returned frame records it ([transposed][spatialmem.encoders.EncodedFrame.transposed]) and
+        keeps ``img`` as given.
+        """
+        if self._encodes_transposed(img):
+            return self.encoder(img.transpose(-1, -2)).replace(image=img, transposed=True)
         return self.encoder(img)
 
     def encode_pair(
         self, img1: Float[Tensor, "B 3 H1 W1"], img2: Float[Tensor, "B 3 H2 W2"]
-    ) -> tuple[EncoderOutput, EncoderOutput]:
-        """Encode both views (portrait handling applied), in one encoder batch when they have
-        the same shape."""
-        land1, _ = self._landscape(img1)
-        land2, _ = self._landscape(img2)
+    ) -> tuple[EncodedFrame, EncodedFrame]:
+        """Encode both views, in one encoder batch when they are encoded with the same shape
+        (as the official first step does)."""
+        t1, t2 = self._encodes_transposed(img1), self._encodes_transposed(img2)
+        land1 = img1.transpose(-1, -2) if t1 else img1
+        land2 = img2.transpose(-1, -2) if t2 else img2
         if land1.shape != land2.shape:
-            return self.encoder(land1), self.encoder(land2)
+            return self.encode(img1), self.encode(img2)
         both = self.encoder(torch.cat((land1, land2)))
         b = img1.shape[0]
-        first = EncoderOutput(both.tokens[:b], both.positions[:b], both.grid)
-        second = EncoderOutput(both.tokens[b:], both.positions[b:], both.grid)
-        return first, second
+        return (
+            both[:b].replace(image=img1, transposed=t1),
+            both[b:].replace(image=img2, transposed=t2),
+        )
 
-    def head_image_size(self, img: Tensor) -> tuple[tuple[int, int], bool]:
-        """Image size handed to the heads and whether their output must be transposed back."""
-        h, w = img.shape[-2], img.shape[-1]
-        if h <= w or self.config.portrait == "native":
-            return (h, w), False
-        # "transpose" sees a landscape image; "legacy_reshape" reads the portrait grid as one.
-        return (w, h), True
+    def decode(self, view1: EncodedFrame, view2: EncodedFrame) -> tuple[list[Tensor], list[Tensor]]:
+        """Run the twin decoders on two encoded views.
 
-    def predict(self, head: nn.Module, tokens: list[Tensor], img: Tensor) -> HeadOutput:
-        """Run ``head`` on a view's decoder token list and undo the portrait transposition."""
-        size, transposed = self.head_image_size(img)
-        out = head(tokens, size)
+        Returns:
+            ``(dec1, dec2)``: each view's token list, entry 0 its input tokens, entry ``L`` the
+            normed last layer.
+        """
+        extent = max(*view1.grid, *view2.grid)
+        return self.decoder(view1.tokens, view2.tokens, view1.positions, view2.positions, extent)
+
+    def predict_view1(self, dec1: list[Tensor], view1: EncodedFrame) -> HeadOutput:
+        """Head 1 on view 1's decoder tokens (portrait transposition undone)."""
+        return self._predict(self.head1, dec1, view1)
+
+    def predict_view2(self, dec2: list[Tensor], view2: EncodedFrame) -> HeadOutput:
+        """Head 2 on view 2's decoder tokens: view 2's points in view 1's camera frame."""
+        return self._predict(self.head2, dec2, view2)
+
+    def predict_pair(
+        self, view1: EncodedFrame, view2: EncodedFrame, *, view2_head: bool = True
+    ) -> PairDecoding:
+        """Decode two encoded views and apply the heads.
+
+        Args:
+            view1: view 1 (for Spann3R: its tokens replaced by the memory read-out).
+            view2: view 2.
+            view2_head: run head 2 (``False`` leaves [PairDecoding.view2][
+                spatialmem.models.PairDecoding.view2] ``None``).
+        """
+        dec1, dec2 = self.decode(view1, view2)
+        res1 = self.predict_view1(dec1, view1)
+        res2 = self.predict_view2(dec2, view2) if view2_head else None
+        return PairDecoding(dec1, dec2, res1, res2)
+
+    def _encodes_transposed(self, img: Tensor) -> bool:
+        return img.shape[-2] > img.shape[-1] and self.config.portrait == "transpose"
+
+    def _predict(self, head: nn.Module, tokens: list[Tensor], frame: EncodedFrame) -> HeadOutput:
+        h, w = frame.image_hw
+        # Portrait frames: "transpose" encoded a landscape image; "legacy_reshape" reads the
+        # portrait grid as a landscape one. Either way the head works at (W, H) and its output
+        # is transposed back.
+        transposed = h > w and self.config.portrait != "native"
+        out = head(tokens, (w, h) if transposed else (h, w))
         return _transpose_output(out) if transposed else out
 
     def forward(
@@ -141,16 +189,14 @@ class DUSt3R(nn.Module):
             img2: view-2 images, same batch size; may differ in size from ``img1``.
 
         Returns:
-            :class:`PairOutput` with both views' points in view 1's camera frame.
+            [`PairOutput`][spatialmem.models.PairOutput] with both views' points in view 1's camera
+            frame.
         """
         p = self.config.patch_size
         check_images("img1", img1, p)
         check_images("img2", img2, p)
         check_same_batch(["img1", "img2"], [img1, img2])
-        enc1, enc2 = self.encode_pair(img1, img2)
-        extent = max(*enc1.grid, *enc2.grid)
-        dec1, dec2 = self.decoder(enc1.tokens, enc2.tokens, enc1.positions, enc2.positions, extent)
-        return PairOutput(
-            view1=self.predict(self.head1, dec1, img1),
-            view2=self.predict(self.head2, dec2, img2),
-        )
+        with internal_calls():
+            out = self.predict_pair(*self.encode_pair(img1, img2))
+        assert out.view2 is not None
+        return PairOutput(view1=out.view1, view2=out.view2)

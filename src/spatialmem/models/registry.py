@@ -33,11 +33,12 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model with random weights.
 
-    Load published weights afterwards with :func:`spatialmem.load_checkpoint`. To build a large
-    model without allocating memory, create it under ``torch.device("meta")``.
+    Load published weights afterwards with
+    [`spatialmem.load_checkpoint`][spatialmem.interop.load_checkpoint]. To build a large model
+    without allocating memory, create it under ``torch.device("meta")``.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from [`list_models`][spatialmem.models.list_models].
         **overrides: configuration fields to change (e.g. ``portrait="native"``).
 
     Raises:

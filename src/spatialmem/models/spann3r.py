@@ -1,40 +1,39 @@
 """Spann3R: a DUSt3R pair model driven frame by frame through a spatial memory (paper Sec. 3).
 
-Data flow of one step ``i`` (view 1 = frame ``i``, view 2 = frame ``i + 1``)::
+Data flow of one step ``i`` (view 1 = frame ``i``, view 2 = frame ``i + 1``):
 
-    frame i   --encoder--> f_i  --(i > 0: memory.read(query_{i-1}))--> fused_i --+
-    frame i+1 --encoder--> f_i+1 -----------------------------------------------+--> TwinDecoder
-    dec1 --head1--> frame i's points      dec2 --head2--> frame i+1's points (frame 0's coords)
-    key_i   = key_head(f_i, dec1[-1])        query_i = query_head(f_i+1, dec2[-1])
-    value_i = memory_encoder(frame i's points) + key_i
-    memory.update(key_i, value_i)            (eval: similarity gate, working/long-term memory)
+```text
+frame i   --encoder--> f_i  --(i > 0: memory.read(query_{i-1}))--> fused_i --+
+frame i+1 --encoder--> f_i+1 -----------------------------------------------+--> TwinDecoder
+dec1 --head1--> frame i's points      dec2 --head2--> frame i+1's points (frame 0's coords)
+key_i   = key_head(f_i, dec1[-1])        query_i = query_head(f_i+1, dec2[-1])
+value_i = memory_encoder(frame i's points) + key_i
+memory.update(key_i, value_i)            (eval: similarity gate, working/long-term memory)
+```
 
 Step 0 reads nothing (``fused_0 = f_0``). Frame ``t``'s reconstruction is view 1 of step ``t``,
 except the last frame, which is view 2 of the last step.
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_tensor
-from spatialmem._typing import Float, Int
-from spatialmem.encoders import EncoderOutput
+from spatialmem._checks import check_images, check_same_batch, check_tensor, internal_calls
+from spatialmem._typing import Float
+from spatialmem.encoders import EncodedFrame
 from spatialmem.heads import HeadOutput, TokenMLP
-from spatialmem.losses.structures import StepPredictions
 from spatialmem.memory import MemoryConfig, MemoryEncoder, MemoryState, SpatialMemory
 from spatialmem.models.config import DUSt3RConfig
-from spatialmem.models.dust3r import DUSt3R
+from spatialmem.models.dust3r import DUSt3R, PairDecoding
+from spatialmem.models.outputs import PairStep, SequenceOutput
 
 __all__ = [
-    "EncodedFrame",
-    "PairStep",
-    "SequenceOutput",
+    "SequenceDriver",
     "Spann3R",
     "Spann3RConfig",
     "replace_memory",
@@ -98,110 +97,31 @@ class Spann3RConfig:
         return self.memory if self.memory is not None else MemoryConfig(dim=self.mem_dim)
 
 
-@dataclass
-class EncodedFrame:
-    """A frame batch after the image encoder, with what later stages need to know of it."""
-
-    tokens: Float[Tensor, "B P Ce"]
-    """Encoder output."""
-    positions: Int[Tensor, "B P 2"]
-    """Integer (row, column) patch positions."""
-    grid: tuple[int, int]
-    """Patch grid ``(h, w)`` as encoded (landscape when the model transposes portraits)."""
-    image_hw: tuple[int, int]
-    """``(H, W)`` of the input images."""
-    image: Float[Tensor, "B 3 H W"]
-    """The input images (kept for the head's portrait handling)."""
-
-
-@dataclass
-class PairStep:
-    """What one Spann3R step computed."""
-
-    view1: HeadOutput
-    """Frame ``i``: ``pts3d [B, H, W, 3]`` in frame 0's coordinates, ``conf [B, H, W]``."""
-    view2: HeadOutput | None
-    """Frame ``i + 1`` seen from the memory (``None`` when the step was asked not to run the
-    second head; :meth:`Spann3R.predict_view2` computes it from ``dec2`` later)."""
-    fused: Float[Tensor, "B P Ce"]
-    """View-1 tokens the decoder received (memory read-out, or encoder output at step 0)."""
-    dec2: list[Tensor]
-    """View 2's decoder token list (``L + 1`` entries)."""
-    key: Float[Tensor, "B P C"]
-    """Memory key of frame ``i`` (inserted at the end of the step)."""
-    query: Float[Tensor, "B P C"]
-    """Key of frame ``i + 1``: the query of the next step's memory read."""
-    value: Float[Tensor, "B P C"] | None = None
-    """Memory value written for frame ``i`` (memory-encoder output + key)."""
-
-
-@dataclass
-class SequenceOutput:
-    """Reconstruction of a batch of sequences."""
-
-    pts3d: Float[Tensor, "B T H W 3"]
-    """Frame ``t``'s points in frame 0's camera frame (official ``preds[t]``)."""
-    conf: Float[Tensor, "B T H W"]
-    """Confidences ``>= 1`` of those points."""
-    steps: StepPredictions | None
-    """Per-step pair predictions (both views of every step) for the training loss; present in
-    training mode or with ``return_steps=True``."""
-    memory: MemoryState
-    """The memory after the last step."""
-
-    @classmethod
-    def from_steps(
-        cls, steps: Sequence[PairStep], memory: MemoryState, *, with_steps: bool = False
-    ) -> "SequenceOutput":
-        """Stack the steps of one pass: frame ``t`` is view 1 of step ``t``, the last frame view 2
-        of the last step (which must therefore have run its second head).
-
-        Args:
-            steps: the ``T - 1`` steps in order.
-            memory: the memory after the last step.
-            with_steps: also fill :attr:`steps` (every step needs its view 2).
-        """
-        final = steps[-1].view2
-        if final is None or (with_steps and any(s.view2 is None for s in steps)):
-            raise ValueError("the last step (every step with `with_steps`) must predict view 2")
-        pts3d = torch.stack([s.view1.pts3d for s in steps] + [final.pts3d], dim=1)
-        conf = torch.stack([s.view1.conf for s in steps] + [final.conf], dim=1)
-        predictions = None
-        if with_steps:
-            seconds = [s.view2 for s in steps if s.view2 is not None]
-            predictions = StepPredictions(
-                pts_left=pts3d[:, :-1],
-                conf_left=conf[:, :-1],
-                pts_right=torch.stack([r.pts3d for r in seconds], dim=1),
-                conf_right=torch.stack([r.conf for r in seconds], dim=1),
-            )
-        return cls(pts3d=pts3d, conf=conf, steps=predictions, memory=memory)
-
-
 MemoryFactory = type[SpatialMemory] | Callable[[MemoryConfig], SpatialMemory]
 
 
 class Spann3R(nn.Module):
     """The Spann3R reconstruction model (paper Sec. 3): DUSt3R + memory encoder + spatial memory.
 
-    Parameters: ``dust3r`` (a :class:`~spatialmem.models.DUSt3R` pair model),
-    ``memory_encoder`` (:class:`~spatialmem.memory.MemoryEncoder`), ``key_head`` and
-    ``query_head`` (:class:`~spatialmem.heads.TokenMLP`, official ``attn_head_1``/``attn_head_2``)
-    and ``memory`` (a :class:`~spatialmem.memory.SpatialMemory` holding ``norm_q/k/v``). The
-    per-sequence state lives in a :class:`~spatialmem.memory.MemoryState` created by
-    :meth:`forward` (or by the streaming
-    :class:`~spatialmem.inference.OnlineReconstructor`).
+    Parameters: ``dust3r`` (a [`DUSt3R`][spatialmem.models.DUSt3R] pair model),
+    ``memory_encoder`` ([`MemoryEncoder`][spatialmem.memory.MemoryEncoder]), ``key_head`` and
+    ``query_head`` ([`TokenMLP`][spatialmem.heads.TokenMLP], official
+    ``attn_head_1``/``attn_head_2``) and ``memory`` (a
+    [`SpatialMemory`][spatialmem.memory.SpatialMemory] holding ``norm_q/k/v``). The per-sequence
+    state lives in a [`MemoryState`][spatialmem.memory.MemoryState] created by
+    [`forward`][spatialmem.models.Spann3R.forward] (or by the streaming
+    [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor]).
 
     Modes follow the official model: in ``train()`` mode every frame is inserted, attention is not
     clipped and dropout is applied to it; in ``eval()`` mode the similarity gate, clipping and
     consolidation run.
 
     Args:
-        config: architecture; see :class:`Spann3RConfig`.
-        memory: the spatial memory: a :class:`~spatialmem.memory.SpatialMemory` subclass (or any
-            callable taking a :class:`~spatialmem.memory.MemoryConfig`), built with
+        config: architecture; see [`Spann3RConfig`][spatialmem.models.Spann3RConfig].
+        memory: the spatial memory: a [`SpatialMemory`][spatialmem.memory.SpatialMemory] subclass
+            (or any callable taking a [`MemoryConfig`][spatialmem.memory.MemoryConfig]), built with
             ``config.memory_config``; or a ready instance of the right width. Default:
-            :class:`~spatialmem.memory.SpatialMemory`.
+            [`SpatialMemory`][spatialmem.memory.SpatialMemory].
     """
 
     def __init__(
@@ -234,15 +154,18 @@ class Spann3R(nn.Module):
     # ------------------------------------------------------------------ building blocks
     def encode(self, images: Float[Tensor, "B 3 H W"]) -> EncodedFrame:
         """Encode one frame per sequence (portrait handling as the wrapped pair model)."""
-        out = self.dust3r.encode(images)
-        return _encoded(out, images)
+        return self.dust3r.encode(images)
 
     def encode_pair(
         self, img1: Float[Tensor, "B 3 H W"], img2: Float[Tensor, "B 3 H W"]
     ) -> tuple[EncodedFrame, EncodedFrame]:
-        """Encode two frames in one encoder batch (as the official first step does)."""
-        first, second = self.dust3r.encode_pair(img1, img2)
-        return _encoded(first, img1), _encoded(second, img2)
+        """Encode two frames in one encoder batch (as the official first step does).
+
+        Raises:
+            ValueError: the two batches differ in size.
+        """
+        check_same_batch(["img1", "img2"], [img1, img2])
+        return self.dust3r.encode_pair(img1, img2)
 
     def fuse(
         self, state: MemoryState, frame: EncodedFrame, query: Float[Tensor, "B P C"] | None
@@ -253,21 +176,25 @@ class Spann3R(nn.Module):
             return frame.tokens, state
         return self.memory.read(state, query)
 
-    def decode(
-        self, fused: Float[Tensor, "B P Ce"], view1: EncodedFrame, view2: EncodedFrame
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Run the twin decoders; entry 0 of each list is its input (``fused`` / view 2's
-        encoder tokens), entry ``L`` the normed last layer."""
-        extent = max(*view1.grid, *view2.grid)
-        return self.dust3r.decoder(fused, view2.tokens, view1.positions, view2.positions, extent)
+    def predict_pair(
+        self,
+        fused: Float[Tensor, "B P Ce"],
+        view1: EncodedFrame,
+        view2: EncodedFrame,
+        *,
+        view2_head: bool = True,
+    ) -> PairDecoding:
+        """Decode view 1 (its tokens replaced by ``fused``) against view 2 and apply the heads.
 
-    def predict_view1(self, dec1: list[Tensor], frame: EncodedFrame) -> HeadOutput:
-        """Head 1 on view 1's decoder tokens: frame ``i``'s points in frame 0's coordinates."""
-        return self.dust3r.predict(self.dust3r.head1, dec1, frame.image)
+        Both views' points come out in frame 0's coordinates (the memory carries frame 0's
+        frame). Nothing is written to the memory.
+        """
+        return self.dust3r.predict_pair(view1.replace(tokens=fused), view2, view2_head=view2_head)
 
-    def predict_view2(self, dec2: list[Tensor], frame: EncodedFrame) -> HeadOutput:
-        """Head 2 on view 2's decoder tokens: frame ``i + 1``'s points in frame 0's coordinates."""
-        return self.dust3r.predict(self.dust3r.head2, dec2, frame.image)
+    def predict_view2(self, dec2: list[Tensor], view2: EncodedFrame) -> HeadOutput:
+        """Head 2 on view 2's decoder tokens: frame ``i + 1``'s points in frame 0's coordinates
+        (for a step that ran without it, see [PairStep.dec2][spatialmem.models.PairStep.dec2])."""
+        return self.dust3r.predict_view2(dec2, view2)
 
     def memory_value(
         self, view1: HeadOutput, frame: EncodedFrame, key: Float[Tensor, "B P C"]
@@ -277,10 +204,35 @@ class Spann3R(nn.Module):
         The memory encoder sees the pointmap in the orientation the image encoder saw, so value
         tokens line up with key tokens patch by patch.
         """
-        pts = view1.pts3d
-        if self._encoded_transposed(frame):
-            pts = pts.transpose(1, 2)
+        pts = view1.pts3d.transpose(1, 2) if frame.transposed else view1.pts3d
         return self.memory_encoder(pts) + key
+
+    def write_step(
+        self,
+        state: MemoryState,
+        view1: EncodedFrame,
+        view2: EncodedFrame,
+        fused: Float[Tensor, "B P Ce"],
+        decoded: PairDecoding,
+    ) -> tuple[PairStep, MemoryState]:
+        """Finish a decoded step: keys, the next query, the value, and the memory update.
+
+        Args:
+            state: the memory after this step's read.
+            view1: frame ``i`` encoded (its own encoder tokens, not the read-out).
+            view2: frame ``i + 1`` encoded.
+            fused: the read-out the step decoded with.
+            decoded: [predict_pair][spatialmem.models.Spann3R.predict_pair]'s output.
+
+        Returns:
+            ``(step, new_state)``.
+        """
+        key = self.key_head(view1.tokens, decoded.dec1[-1])
+        query = self.query_head(view2.tokens, decoded.dec2[-1])
+        value = self.memory_value(decoded.view1, view1, key)
+        state = self.memory.update(state, key, value)
+        step = PairStep(decoded.view1, decoded.view2, fused, decoded.dec2, key, query, value)
+        return step, state
 
     def step(
         self,
@@ -290,34 +242,27 @@ class Spann3R(nn.Module):
         query: Float[Tensor, "B P C"] | None,
         *,
         predict_view2: bool = True,
-        fused: Float[Tensor, "B P Ce"] | None = None,
     ) -> tuple[PairStep, MemoryState]:
         """One reconstruction step: read, decode, predict, compute keys, write.
 
+        The loop over a sequence is [SequenceDriver][spatialmem.models.SequenceDriver], which
+        carries ``state``, view 1 and the query from step to step.
+
         Args:
-            state: the memory before the step (after the read, when ``fused`` is given).
+            state: the memory before the step.
             view1: frame ``i`` encoded.
             view2: frame ``i + 1`` encoded.
-            query: the previous step's :attr:`PairStep.query`; ``None`` at step 0.
+            query: the previous step's [query][spatialmem.models.PairStep.query]; ``None`` at
+                step 0.
             predict_view2: run the second head (its output is only needed for the last frame at
                 inference, and for the loss in training).
-            fused: view-1 tokens already read from the memory with ``query`` by :meth:`fuse`,
-                whose returned state is then ``state``; skips the read (offline ordering reads
-                once per step before trying candidates).
 
         Returns:
             ``(step, new_state)``.
         """
-        if fused is None:
-            fused, state = self.fuse(state, view1, query)
-        dec1, dec2 = self.decode(fused, view1, view2)
-        key = self.key_head(view1.tokens, dec1[-1])
-        next_query = self.query_head(view2.tokens, dec2[-1])
-        res1 = self.predict_view1(dec1, view1)
-        res2 = self.predict_view2(dec2, view2) if predict_view2 else None
-        value = self.memory_value(res1, view1, key)
-        state = self.memory.update(state, key, value)
-        return PairStep(res1, res2, fused, dec2, key, next_query, value), state
+        fused, state = self.fuse(state, view1, query)
+        decoded = self.predict_pair(fused, view1, view2, view2_head=predict_view2)
+        return self.write_step(state, view1, view2, fused, decoded)
 
     def init_state(self, batch_size: int, frame: EncodedFrame) -> MemoryState:
         """An empty memory for ``batch_size`` streams of frames shaped like ``frame``."""
@@ -334,15 +279,16 @@ class Spann3R(nn.Module):
         Args:
             frames: ``T >= 2`` frames per sequence in [-1, 1], ``H``/``W`` multiples of the patch
                 size, all frames of one size.
-            return_steps: also return both views of every step (:attr:`SequenceOutput.steps`);
-                default: in training mode only. In eval mode without it the second head runs
-                on the last step only, since its other outputs are never used.
+            return_steps: also return both views of every step
+                ([SequenceOutput.steps][spatialmem.models.SequenceOutput.steps]); default: in
+                training mode only. In eval mode without it the second head runs on the last step
+                only, since its other outputs are never used.
 
         Returns:
-            :class:`SequenceOutput`; ``pts3d[:, t]`` is the official ``preds[t]``.
+            The reconstruction; ``pts3d[:, t]`` is the official ``preds[t]``.
         """
         check_tensor("frames", frames, ndim=5, floating=True, dims={2: 3}, expected="B T 3 H W")
-        b, t = frames.shape[:2]
+        t = frames.shape[1]
         if t < 2:
             raise ValueError(
                 f"`frames` needs at least 2 frames (T >= 2), got {tuple(frames.shape)}"
@@ -350,34 +296,21 @@ class Spann3R(nn.Module):
         check_images("frames", frames.flatten(0, 1), self.config.dust3r.patch_size)
         if return_steps is None:
             return_steps = self.training
-        view1, view2 = self.encode_pair(frames[:, 0], frames[:, 1])
-        state = self.init_state(b, view1)
-        query: Tensor | None = None
-        steps: list[PairStep] = []
-        for i in range(t - 1):
-            if i > 0:
-                view1, view2 = view2, self.encode(frames[:, i + 1])
-            last = i == t - 2
-            out, state = self.step(
-                state, view1, view2, query, predict_view2=return_steps or last
-            )
-            query = out.query
-            steps.append(out)
-        return SequenceOutput.from_steps(steps, state, with_steps=return_steps)
-
-    # ------------------------------------------------------------------ helpers
-    def _encoded_transposed(self, frame: EncodedFrame) -> bool:
-        h, w = frame.image_hw
-        return h > w and self.config.dust3r.portrait == "transpose"
+        with internal_calls():
+            driver = SequenceDriver(self)
+            view1, view2 = self.encode_pair(frames[:, 0], frames[:, 1])
+            driver.start(view1)
+            steps = []
+            for i in range(1, t):
+                if i > 1:
+                    view2 = self.encode(frames[:, i])
+                steps.append(driver.advance(view2, predict_view2=return_steps or i == t - 1))
+            assert driver.state is not None
+            return SequenceOutput.from_steps(steps, driver.state, with_steps=return_steps)
 
     def extra_repr(self) -> str:
         c = self.config
         return f"mem_dim={c.mem_dim}, mem_enc_depth={c.mem_enc_depth}"
-
-
-def _encoded(out: EncoderOutput, images: Tensor) -> EncodedFrame:
-    hw = (int(images.shape[-2]), int(images.shape[-1]))
-    return EncodedFrame(out.tokens, out.positions, out.grid, hw, images)
 
 
 def _build_memory(
@@ -403,7 +336,127 @@ def _build_memory(
 
 
 def replace_memory(config: Spann3RConfig, **memory_overrides: Any) -> Spann3RConfig:
-    """``config`` with some :class:`~spatialmem.memory.MemoryConfig` fields changed."""
+    """``config`` with some [`MemoryConfig`][spatialmem.memory.MemoryConfig] fields changed."""
     return dataclasses.replace(
         config, memory=dataclasses.replace(config.memory_config, **memory_overrides)
     )
+
+
+class SequenceDriver:
+    """The one loop of Spann3R: carries the memory, view 1 and the query from step to step.
+
+    [Spann3R.forward][spatialmem.models.Spann3R.forward], the streaming
+    [OnlineReconstructor][spatialmem.inference.OnlineReconstructor] and the offline
+    next-best-view search all run their steps through this class (as XMem's ``InferenceCore``
+    is the one loop over its network), so a step is computed the same way everywhere:
+
+    ```text
+    start(view1)                       empty memory sized for view 1, no query yet
+    fused()                            read the memory with the query (once per step; step 0:
+                                       view 1's own encoder tokens)
+    predict(view2)                     decode + heads against the fused view 1, no write (offline
+                                       candidate scoring: a batch of K candidates)
+    advance(view2)                     predict, keys, value, memory write; view 2 becomes view 1
+    ```
+
+    Example:
+        ```python
+        import torch
+        import spatialmem as sm
+
+        model = sm.create_model("spann3r_tiny").eval()
+        frames = torch.rand(1, 4, 3, 32, 32) * 2 - 1
+        with torch.no_grad():
+            driver = sm.models.SequenceDriver(model)
+            view1, view2 = model.encode_pair(frames[:, 0], frames[:, 1])
+            driver.start(view1)
+            for t in range(1, 4):
+                if t > 1:
+                    view2 = model.encode(frames[:, t])
+                step = driver.advance(view2, predict_view2=t == 3)
+        step.view2.pts3d.shape            # the last frame: torch.Size([1, 32, 32, 3])
+        ```
+
+    Args:
+        model: the model whose steps to run.
+    """
+
+    def __init__(self, model: Spann3R) -> None:
+        self.model = model
+        self.state: MemoryState | None = None
+        """The memory after the latest step (``None`` before [start][
+        spatialmem.models.SequenceDriver.start])."""
+        self.view1: EncodedFrame | None = None
+        """View 1 of the next step (the latest view 2)."""
+        self.query: Tensor | None = None
+        """The query of the next step's read (``None`` at step 0)."""
+        self.num_steps = 0
+        """Steps completed since [start][spatialmem.models.SequenceDriver.start]."""
+        self._fused: Tensor | None = None
+
+    def start(self, view1: EncodedFrame, state: MemoryState | None = None) -> None:
+        """Begin a sequence whose first view 1 is ``view1``.
+
+        Args:
+            view1: frame 0 encoded.
+            state: a memory to continue from; default an empty one sized for ``view1``.
+        """
+        if state is None:
+            state = self.model.init_state(view1.batch_size, view1)
+        self.state, self.view1, self.query = state, view1, None
+        self.num_steps, self._fused = 0, None
+
+    def resume(
+        self,
+        state: MemoryState | None,
+        view1: EncodedFrame | None,
+        query: Tensor | None,
+        num_steps: int,
+    ) -> None:
+        """Continue a sequence from saved pieces (memory, pending view 1, query, step count);
+        ``None`` pieces stand for a sequence that has not started its first step yet."""
+        self.state, self.view1, self.query = state, view1, query
+        self.num_steps, self._fused = num_steps, None
+
+    def fused(self) -> Float[Tensor, "B P Ce"]:
+        """View 1's decoder input for the current step: the memory read with the query, done
+        once per step (its attention is accumulated once, however many candidates are tried)."""
+        if self.state is None or self.view1 is None:
+            raise RuntimeError("call start() before running steps")
+        if self._fused is None:
+            self._fused, self.state = self.model.fuse(self.state, self.view1, self.query)
+        return self._fused
+
+    def predict(self, view2: EncodedFrame, *, view2_head: bool = True) -> PairDecoding:
+        """Decode ``view2`` against the current step's fused view 1 without writing anything.
+
+        ``view2`` may hold ``K`` candidates for a single stream (``B = 1``): view 1 and its
+        read-out are then repeated ``K`` times.
+        """
+        fused = self.fused()
+        view1 = self.view1
+        assert view1 is not None
+        k = view2.batch_size
+        if k != view1.batch_size:
+            view1 = view1.apply(lambda t: t.expand(k, *t.shape[1:]))
+            fused = fused.expand(k, *fused.shape[1:])
+        return self.model.predict_pair(fused, view1, view2, view2_head=view2_head)
+
+    def advance(self, view2: EncodedFrame, *, predict_view2: bool = True) -> PairStep:
+        """Run the current step with ``view2`` and move on (``view2`` becomes view 1).
+
+        Args:
+            view2: frame ``i + 1`` encoded.
+            predict_view2: run the second head.
+
+        Returns:
+            The step's outputs; the memory is in [state][spatialmem.models.SequenceDriver.state].
+        """
+        decoded = self.predict(view2, view2_head=predict_view2)
+        assert self.state is not None and self.view1 is not None and self._fused is not None
+        step, self.state = self.model.write_step(
+            self.state, self.view1, view2, self._fused, decoded
+        )
+        self.view1, self.query, self._fused = view2, step.query, None
+        self.num_steps += 1
+        return step

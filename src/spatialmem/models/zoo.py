@@ -38,7 +38,6 @@ _TINY = DUSt3RConfig(
     dec_num_heads=4,
     dpt_feature_dim=16,
     dpt_layer_dims=(4, 8, 16, 32),
-    img_size=(64, 64),
 )
 
 
@@ -49,13 +48,13 @@ def _build(base: DUSt3RConfig, overrides: dict[str, Any]) -> DUSt3R:
 @register_model
 def dust3r_vitl_224_linear(**overrides: Any) -> DUSt3R:
     """DUSt3R ViT-Large encoder, ViT-Base decoders, linear heads, trained at 224x224."""
-    return _build(replace_config(_VITL_BASE, head="linear", img_size=(224, 224)), overrides)
+    return _build(replace_config(_VITL_BASE, head="linear"), overrides)
 
 
 @register_model
 def dust3r_vitl_512_dpt(**overrides: Any) -> DUSt3R:
     """DUSt3R ViT-Large encoder, ViT-Base decoders, DPT heads, trained at 512 (landscape)."""
-    return _build(replace_config(_VITL_BASE, head="dpt", img_size=(512, 512)), overrides)
+    return _build(replace_config(_VITL_BASE, head="dpt"), overrides)
 
 
 @register_model
@@ -92,12 +91,13 @@ def spann3r_vitl_dpt512(
     """Spann3R as published: the 512 DPT DUSt3R, a 6-block memory encoder of width 1024.
 
     Args:
-        memory: a :class:`~spatialmem.memory.SpatialMemory` subclass, factory or instance.
-        **overrides: fields of :class:`~spatialmem.models.Spann3RConfig` or of its ``dust3r``
-            :class:`~spatialmem.models.DUSt3RConfig` (e.g. ``portrait="native"``).
+        memory: a [`SpatialMemory`][spatialmem.memory.SpatialMemory] subclass, factory or instance.
+        **overrides: fields of [`Spann3RConfig`][spatialmem.models.Spann3RConfig] or of its
+            ``dust3r`` [`DUSt3RConfig`][spatialmem.models.DUSt3RConfig] (e.g.
+            ``portrait="native"``).
     """
     base = Spann3RConfig(
-        dust3r=replace_config(_VITL_BASE, head="dpt", img_size=(224, 224)),
+        dust3r=replace_config(_VITL_BASE, head="dpt"),
         mem_enc_depth=6,
         mem_enc_num_heads=16,
     )

@@ -1,17 +1,21 @@
 """Training of sequence models (Spann3R): the step, the optimiser, data parallelism, the CLI.
 
-* :func:`train_step` / :class:`TrainStep`: forward, :class:`~spatialmem.losses.Spann3RLoss`
-  (confidence regression + scale term), ``/ accum_iter``, backward, gradient-norm clip (1.0),
-  AdamW step; AMP on CUDA; works on a ``DistributedDataParallel`` model.
-* :func:`build_optimizer`, :func:`warmup_cosine`: AdamW with the paper's ``lr = 5e-5`` and
-  ``betas = (0.9, 0.95)``, linear warm-up + cosine decay.
-* :mod:`spatialmem.training.distributed`: process group from the ``torchrun`` environment (gloo
+* [`train_step`][spatialmem.training.step.train_step] /
+  [`TrainStep`][spatialmem.training.step.TrainStep]: forward,
+  [`Spann3RLoss`][spatialmem.losses.Spann3RLoss] (confidence regression + scale term),
+  ``/ accum_iter``, backward, gradient-norm clip (1.0), AdamW step; AMP on CUDA; works on a
+  ``DistributedDataParallel`` model.
+* [`build_optimizer`][spatialmem.training.optim.build_optimizer],
+  [`warmup_cosine`][spatialmem.training.optim.warmup_cosine]: AdamW with the paper's ``lr = 5e-5``
+  and ``betas = (0.9, 0.95)``, linear warm-up + cosine decay.
+* `spatialmem.training.distributed`: process group from the ``torchrun`` environment (gloo
   on CPU, nccl on CUDA), DDP wrapping, a ``DistributedSampler`` loader, rank-0 logging.
-* :func:`train` / ``python -m spatialmem.training``: the whole loop on synthetic scenes with the
-  curriculum clip sampler::
+* [`train`][spatialmem.training.runner.train] / ``python -m spatialmem.training``: the whole loop on
+  synthetic scenes with the curriculum clip sampler:
 
-      torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny \\
-          --synthetic --steps 100
+  ```bash
+  torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny --steps 100
+  ```
 """
 
 from spatialmem.training.distributed import (

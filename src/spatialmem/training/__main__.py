@@ -1,5 +1,5 @@
 """``python -m spatialmem.training`` (or ``torchrun ... -m spatialmem.training``): see
-:mod:`spatialmem.training.runner`."""
+`spatialmem.training.runner`."""
 
 from spatialmem.training.runner import main
 

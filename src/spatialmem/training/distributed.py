@@ -2,16 +2,19 @@
 
 ``torchrun --nproc_per_node N ...`` starts ``N`` processes and tells each its place through the
 environment variables ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
-``MASTER_PORT``. :func:`init_distributed` reads them and joins the process group (``nccl`` when
-CUDA is available, ``gloo`` on the CPU); without them (plain ``python``) it returns a
-single-process context and every helper here degrades to the non-distributed equivalent::
+``MASTER_PORT``. [`init_distributed`][spatialmem.training.distributed.init_distributed] reads them
+and joins the process group (``nccl`` when CUDA is available, ``gloo`` on the CPU); without them
+(plain ``python``) it returns a single-process context and every helper here degrades to the
+non-distributed equivalent:
 
-    ctx = init_distributed()
-    setup_logging(ctx)
-    model = wrap_ddp(model.to(ctx.device), ctx)
-    loader = make_loader(dataset, batch_size=2, ctx=ctx, collate_fn=collate_clips)
-    ...
-    cleanup(ctx)
+```python
+ctx = init_distributed()
+setup_logging(ctx)
+model = wrap_ddp(model.to(ctx.device), ctx)
+loader = make_loader(dataset, batch_size=2, ctx=ctx, collate_fn=collate_clips)
+...
+cleanup(ctx)
+```
 """
 
 import logging
@@ -56,8 +59,8 @@ class DistributedContext:
     backend: str | None
     """Process-group backend (``"nccl"``/``"gloo"``), ``None`` when not distributed."""
     owns_group: bool = False
-    """Whether :func:`init_distributed` created the process group (and :func:`cleanup` should
-    destroy it)."""
+    """Whether [`init_distributed`][spatialmem.training.distributed.init_distributed] created the
+    process group (and [`cleanup`][spatialmem.training.distributed.cleanup] should destroy it)."""
 
     @property
     def distributed(self) -> bool:
@@ -99,7 +102,8 @@ def init_distributed(
         timeout_s: collective-operation timeout in seconds.
 
     Returns:
-        The :class:`DistributedContext` of this process.
+        The [`DistributedContext`][spatialmem.training.distributed.DistributedContext] of this
+        process.
 
     Raises:
         ValueError: malformed rank variables, or ``nccl`` without CUDA.
@@ -154,7 +158,7 @@ def wrap_ddp(
 
     Args:
         model: the model; its parameters are broadcast from rank 0 by DDP.
-        ctx: from :func:`init_distributed`.
+        ctx: from [`init_distributed`][spatialmem.training.distributed.init_distributed].
         find_unused_parameters: passed to DDP.
         **ddp_kwargs: further ``DistributedDataParallel`` options.
 
@@ -192,10 +196,11 @@ def make_loader(
     Args:
         dataset: a map-style dataset.
         batch_size: batch size per process.
-        ctx: from :func:`init_distributed` (a single-process context gives all items).
+        ctx: from [`init_distributed`][spatialmem.training.distributed.init_distributed] (a
+            single-process context gives all items).
         shuffle: shuffle (identically on all ranks, seeded by ``seed + epoch``).
         seed: shuffling seed.
-        collate_fn: batch collation, e.g. :func:`~spatialmem.data.scenes.collate_clips`.
+        collate_fn: batch collation, e.g. [`collate_clips`][spatialmem.data.scenes.collate_clips].
         num_workers: loader worker processes.
         drop_last: drop the tail so that every rank and every batch has the same size (needed
             for the distributed gradient to equal the full-batch one).
@@ -230,7 +235,7 @@ def reduce_mean(value: Tensor, ctx: DistributedContext) -> Tensor:
 
     Args:
         value: a tensor on ``ctx.device`` of the same shape on every rank.
-        ctx: from :func:`init_distributed`.
+        ctx: from [`init_distributed`][spatialmem.training.distributed.init_distributed].
 
     Returns:
         The average over ranks.
@@ -258,7 +263,7 @@ def setup_logging(ctx: DistributedContext, level: int = logging.INFO) -> None:
     Every line carries the rank (``[rank 1] ...``).
 
     Args:
-        ctx: from :func:`init_distributed`.
+        ctx: from [`init_distributed`][spatialmem.training.distributed.init_distributed].
         level: level of rank 0.
     """
     handler = logging.StreamHandler()
@@ -283,10 +288,11 @@ def barrier(ctx: DistributedContext) -> None:
 
 
 def cleanup(ctx: DistributedContext) -> None:
-    """Destroy the process group if :func:`init_distributed` created it.
+    """Destroy the process group if
+    [`init_distributed`][spatialmem.training.distributed.init_distributed] created it.
 
     Args:
-        ctx: from :func:`init_distributed`.
+        ctx: from [`init_distributed`][spatialmem.training.distributed.init_distributed].
     """
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()

@@ -55,7 +55,8 @@ def build_optimizer(
     weight_decay: int | float = 0.05,
     betas: tuple[float, float] = PAPER_BETAS,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` with the paper's learning rate and betas by default.
+    """AdamW over [`param_groups`][spatialmem.training.optim.param_groups] with the paper's learning
+    rate and betas by default.
 
     Args:
         model: the model to train.

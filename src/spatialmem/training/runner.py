@@ -1,19 +1,31 @@
 """The training entry point: ``python -m spatialmem.training`` (single process) or ``torchrun``.
 
-Trains a registered sequence model (Spann3R) with :class:`~spatialmem.losses.Spann3RLoss` on
+Trains a registered sequence model (Spann3R) with [`Spann3RLoss`][spatialmem.losses.Spann3RLoss] on
 synthetic scenes with curriculum-sampled clips, AdamW and a warm-up + cosine schedule, data
-parallel over the ``torchrun`` processes::
+parallel over the ``torchrun`` processes:
 
-    torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny --synthetic \\
-        --steps 100 --batch-size 2 --out tiny.pt
+```bash
+torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny --steps 100 \\
+    --batch-size 2 --out tiny.pt
+```
 
-The same options as keyword arguments of :class:`TrainConfig` drive :func:`train` from Python.
+The same options as keyword arguments of [`TrainConfig`][spatialmem.training.runner.TrainConfig]
+drive [`train`][spatialmem.training.runner.train] from Python; the command-line parser is
+generated from its fields (``num_frames`` becomes ``--num-frames``, a boolean ``curriculum``
+becomes ``--curriculum`` / ``--no-curriculum``).
 """
 
 import argparse
+import ast
 import dataclasses
+import inspect
+import itertools
 import logging
 import math
+import re
+import textwrap
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +62,7 @@ class TrainConfig:
     """Settings of a training run (the command-line options of ``-m spatialmem.training``)."""
 
     model: str = "spann3r_tiny"
-    """Registered model name (a :class:`~spatialmem.models.Spann3R`)."""
+    """Registered model name (a [`Spann3R`][spatialmem.models.Spann3R])."""
     steps: int = 100
     """Optimiser steps."""
     batch_size: int = 2
@@ -67,7 +79,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of ``lr``."""
     max_grad_norm: float | None = 1.0
-    """Gradient-norm clip (official 1.0); ``None`` disables clipping."""
+    """Gradient-norm clip (official 1.0); ``None`` (on the command line: a value ``<= 0``)
+    disables clipping."""
     alpha: float = 0.4
     """Confidence-regulariser weight of the first half of the epochs."""
     alpha_end: float = 0.2
@@ -76,7 +89,7 @@ class TrainConfig:
     """Mixed precision (CUDA only)."""
     device: str | None = None
     """Training device; ``None``: ``cuda:<LOCAL_RANK>`` if available, else the CPU."""
-    n_frames: int = 5
+    num_frames: int = 5
     """Frames per clip ``T`` (paper: 5)."""
     height: int = 64
     """Image height."""
@@ -99,23 +112,25 @@ class TrainConfig:
     log_every: int = 10
     """Log every this many optimiser steps (averaged over the ranks)."""
     out: str | None = None
-    """Checkpoint written by rank 0 at the end (:func:`~spatialmem.interop.save_checkpoint`)."""
+    """Checkpoint written by rank 0 at the end
+    ([`save_checkpoint`][spatialmem.interop.save_checkpoint])."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "accum_iter", "n_frames", "num_scenes", "log_every"):
+        for name in ("steps", "batch_size", "accum_iter", "num_frames", "num_scenes", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_frames < 2:
-            raise ValueError(f"TrainConfig.n_frames must be >= 2, got {self.n_frames}")
-        if self.curriculum and self.video_frames < self.n_frames:
+        if self.num_frames < 2:
+            raise ValueError(f"TrainConfig.num_frames must be >= 2, got {self.num_frames}")
+        if self.curriculum and self.video_frames < self.num_frames:
             raise ValueError(
-                f"TrainConfig.video_frames={self.video_frames} must be >= n_frames={self.n_frames}"
+                f"TrainConfig.video_frames={self.video_frames} must be >= "
+                f"num_frames={self.num_frames}"
             )
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns."""
+    """What [`train`][spatialmem.training.runner.train] returns."""
 
     model: Spann3R
     """The trained model (unwrapped from DDP)."""
@@ -150,8 +165,9 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None) -> TrainRe
 
     Args:
         config: the run settings.
-        ctx: distributed context; ``None`` calls :func:`init_distributed` (and cleans up the
-            process group it creates at the end).
+        ctx: distributed context; ``None`` calls
+            [`init_distributed`][spatialmem.training.distributed.init_distributed] (and cleans up
+            the process group it creates at the end).
 
     Returns:
         The trained model and the per-step statistics.
@@ -166,27 +182,26 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None) -> TrainRe
             cleanup(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
-    torch.manual_seed(config.seed)  # identical initialisation on every rank
-    model = _build_model(config).to(ctx.device)
-    ddp_model = wrap_ddp(model, ctx)
-    torch.manual_seed(config.seed + 1000 * ctx.rank + 1)  # different dropout masks per rank
-
+def _epochs(config: TrainConfig, ctx: DistributedContext) -> tuple[int, int]:
+    """``(batches per epoch and process, epochs)`` needed for ``config.steps`` optimiser steps."""
     per_epoch = config.num_scenes // ctx.world_size // config.batch_size
     if per_epoch < 1:
         raise ValueError(
             f"num_scenes={config.num_scenes} is too small for batch_size={config.batch_size} "
             f"on {ctx.world_size} process(es): no full batch per epoch"
         )
-    num_epochs = math.ceil(config.steps * config.accum_iter / per_epoch)
+    return per_epoch, math.ceil(config.steps * config.accum_iter / per_epoch)
+
+
+def _dataset(config: TrainConfig, num_epochs: int) -> SyntheticScenes:
     curriculum = (
-        CurriculumConfig(max_interval=config.max_interval, n_frames=config.n_frames)
+        CurriculumConfig(max_interval=config.max_interval, num_frames=config.num_frames)
         if config.curriculum
         else None
     )
-    dataset = SyntheticScenes(
+    return SyntheticScenes(
         config.num_scenes,
-        config.n_frames,
+        config.num_frames,
         config.height,
         config.width,
         seed=config.seed,
@@ -194,15 +209,13 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         video_frames=config.video_frames,
         num_epochs=num_epochs,
     )
-    loader = make_loader(
-        dataset,
-        config.batch_size,
-        ctx,
-        seed=config.seed,
-        collate_fn=collate_clips,
-        num_workers=config.num_workers,
-    )
-    criterion = Spann3RLoss(alpha=config.alpha)
+
+
+def _train_step(
+    config: TrainConfig, model: Spann3R, ddp_model: torch.nn.Module, criterion: Spann3RLoss
+) -> TrainStep:
+    """``criterion``, AdamW and the warm-up + cosine schedule bundled in a
+    [`TrainStep`][spatialmem.training.step.TrainStep]."""
     optimizer = build_optimizer(model, config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(
         optimizer,
@@ -210,7 +223,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         warmup_steps=config.warmup_steps,
         min_lr_ratio=config.min_lr_ratio,
     )
-    step = TrainStep(
+    return TrainStep(
         ddp_model,
         criterion,
         optimizer,
@@ -219,20 +232,20 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         max_grad_norm=config.max_grad_norm,
         amp=config.amp,
     )
-    logger.info(
-        "training %s (%.2fM parameters) on %d process(es), device %s, amp %s: %d steps, "
-        "%d epoch(s) of %d batch(es), global batch %d",
-        config.model,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        ctx.world_size,
-        ctx.device,
-        step.amp_dtype,
-        config.steps,
-        num_epochs,
-        per_epoch,
-        config.batch_size * ctx.world_size * config.accum_iter,
-    )
-    result = TrainResult(model=model)
+
+
+def _run_epochs(
+    config: TrainConfig,
+    ctx: DistributedContext,
+    step: TrainStep,
+    criterion: Spann3RLoss,
+    loader: torch.utils.data.DataLoader,
+    dataset: SyntheticScenes,
+    num_epochs: int,
+    result: TrainResult,
+) -> None:
+    """Train until ``config.steps`` optimiser steps, recording them in ``result`` (the
+    confidence weight of ``criterion`` follows the official per-epoch schedule)."""
     for epoch in range(num_epochs):
         if step.optimizer_steps >= config.steps:
             break
@@ -250,18 +263,61 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
                 _log(stats, done, config.steps, epoch, criterion.alpha, ctx)
             if done >= config.steps:
                 break
-    if config.out is not None:
-        result.checkpoint = Path(config.out)
-        if ctx.is_main:
-            save_checkpoint(
-                unwrap_model(ddp_model),
-                result.checkpoint,
-                step=step.optimizer_steps,
-                epoch=result.epochs,
-                train_config=dataclasses.asdict(config),
-            )
-            logger.info("saved checkpoint %s", result.checkpoint)
-        barrier(ctx)
+
+
+def _save(
+    config: TrainConfig, ctx: DistributedContext, step: TrainStep, result: TrainResult
+) -> None:
+    """Rank 0 writes the checkpoint of ``config.out`` (the others wait for it)."""
+    if config.out is None:
+        return
+    result.checkpoint = Path(config.out)
+    if ctx.is_main:
+        save_checkpoint(
+            unwrap_model(step.model),
+            result.checkpoint,
+            step=step.optimizer_steps,
+            epoch=result.epochs,
+            train_config=dataclasses.asdict(config),
+        )
+        logger.info("saved checkpoint %s", result.checkpoint)
+    barrier(ctx)
+
+
+def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
+    torch.manual_seed(config.seed)  # identical initialisation on every rank
+    model = _build_model(config).to(ctx.device)
+    ddp_model = wrap_ddp(model, ctx)
+    torch.manual_seed(config.seed + 1000 * ctx.rank + 1)  # different dropout masks per rank
+
+    per_epoch, num_epochs = _epochs(config, ctx)
+    dataset = _dataset(config, num_epochs)
+    loader = make_loader(
+        dataset,
+        config.batch_size,
+        ctx,
+        seed=config.seed,
+        collate_fn=collate_clips,
+        num_workers=config.num_workers,
+    )
+    criterion = Spann3RLoss(alpha=config.alpha)
+    step = _train_step(config, model, ddp_model, criterion)
+    logger.info(
+        "training %s (%.2fM parameters) on %d process(es), device %s, amp %s: %d steps, "
+        "%d epoch(s) of %d batch(es), global batch %d",
+        config.model,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        ctx.world_size,
+        ctx.device,
+        step.amp_dtype,
+        config.steps,
+        num_epochs,
+        per_epoch,
+        config.batch_size * ctx.world_size * config.accum_iter,
+    )
+    result = TrainResult(model=model)
+    _run_epochs(config, ctx, step, criterion, loader, dataset, num_epochs, result)
+    _save(config, ctx, step, result)
     return result
 
 
@@ -284,79 +340,96 @@ def _log(
     )
 
 
+# Extra command-line spellings of TrainConfig fields (kept from earlier versions of the CLI).
+_FLAG_ALIASES: dict[str, tuple[str, ...]] = {"num_frames": ("--frames",)}
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal after each field), read from
+    its source; empty if the source is not available."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = following.value.value
+    return docs
+
+
+def _plain_help(doc: str) -> str:
+    """A field docstring as one line of command-line help (markup removed, ``%`` escaped)."""
+    text = re.sub(r"\[`?([^\]`]+)`?\]\[[^\]]*\]", r"\1", doc)  # [`Name`][path] -> Name
+    text = " ".join(text.replace("``", "").split())
+    return text.replace("%", "%%")
+
+
+def _argument_type(hint: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """``(type, choices)`` of a field annotation: ``X | None`` parses as ``X``, a ``Literal``
+    gives its values as choices."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return type(choices[0]), choices
+    return hint, None
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of the dataclass ``cls``: ``--field-name`` (plus
+    ``_FLAG_ALIASES``), typed from the annotation, defaulting to the field default, with the
+    field's docstring as help. A boolean field becomes ``--name`` / ``--no-name``."""
+    docs = _field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flags = ("--" + f.name.replace("_", "-"), *_FLAG_ALIASES.get(f.name, ()))
+        help_text = _plain_help(docs.get(f.name, "")) + " (default: %(default)s)"
+        kind, choices = _argument_type(hints[f.name])
+        if kind is bool:
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                *flags, dest=f.name, type=kind, choices=choices, default=f.default, help=help_text
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m spatialmem.training`` (options of
-    :class:`TrainConfig`)."""
-    d = TrainConfig()
-    p = argparse.ArgumentParser(
+    """The command-line parser of ``python -m spatialmem.training``: one option per field of
+    [`TrainConfig`][spatialmem.training.runner.TrainConfig] (``--batch-size`` for
+    ``batch_size``; ``--frames`` is also accepted for ``--num-frames``)."""
+    parser = argparse.ArgumentParser(
         prog="python -m spatialmem.training",
-        description="Train a Spann3R model (run under torchrun for data parallelism).",
+        description=(
+            "Train a Spann3R model on synthetic scenes with ground truth (run under torchrun for "
+            "data parallelism)."
+        ),
     )
-    p.add_argument("--model", default=d.model, help="registered model name (%(default)s)")
-    p.add_argument(
-        "--synthetic",
-        action="store_true",
-        help="train on synthetic scenes with ground truth (the built-in dataset; required)",
-    )
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per process")
-    p.add_argument("--accum-iter", type=int, default=d.accum_iter, help="gradient accumulation")
-    p.add_argument("--lr", type=float, default=d.lr, help="base learning rate (%(default)g)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    p.add_argument(
-        "--max-grad-norm", type=float, default=d.max_grad_norm, help="<= 0 disables clipping"
-    )
-    p.add_argument("--alpha", type=float, default=d.alpha)
-    p.add_argument("--alpha-end", type=float, default=d.alpha_end)
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp)
-    p.add_argument("--device", default=d.device, help="e.g. cpu, cuda (default: auto)")
-    p.add_argument("--frames", type=int, default=d.n_frames, help="frames per clip T")
-    p.add_argument("--height", type=int, default=d.height)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--num-scenes", type=int, default=d.num_scenes, help="scenes per epoch")
-    p.add_argument("--video-frames", type=int, default=d.video_frames)
-    p.add_argument("--max-interval", type=int, default=d.max_interval)
-    p.add_argument("--no-curriculum", action="store_true", help="fixed consecutive frames")
-    p.add_argument("--mem-dropout", type=float, default=d.mem_dropout)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--out", default=d.out, help="checkpoint path written at the end")
-    return p
+    _add_config_arguments(parser, TrainConfig)
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Translate parsed command-line options into a :class:`TrainConfig`."""
-    max_norm = args.max_grad_norm
-    return TrainConfig(
-        model=args.model,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        accum_iter=args.accum_iter,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        min_lr_ratio=args.min_lr_ratio,
-        max_grad_norm=None if max_norm is None or max_norm <= 0 else max_norm,
-        alpha=args.alpha,
-        alpha_end=args.alpha_end,
-        amp=args.amp,
-        device=args.device,
-        n_frames=args.frames,
-        height=args.height,
-        width=args.width,
-        num_scenes=args.num_scenes,
-        video_frames=args.video_frames,
-        curriculum=not args.no_curriculum,
-        max_interval=args.max_interval,
-        mem_dropout=args.mem_dropout,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        log_every=args.log_every,
-        out=args.out,
-    )
+    """Translate parsed command-line options into a
+    [`TrainConfig`][spatialmem.training.runner.TrainConfig] (a ``--max-grad-norm`` of ``<= 0``
+    disables clipping)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    max_norm = values["max_grad_norm"]
+    values["max_grad_norm"] = None if max_norm is None or max_norm <= 0 else max_norm
+    return TrainConfig(**values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,11 +440,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.synthetic:
-        parser.error(
-            "no dataset selected: pass --synthetic (the only built-in dataset); for real data, "
-            "write a Dataset of spatialmem.data.scenes.SceneClip and drive TrainStep yourself"
-        )
     try:
         config = config_from_args(args)
     except ValueError as err:
