@@ -126,3 +126,92 @@ def test_synthetic_frames_overlap_and_normalise() -> None:
     torch.testing.assert_close(frames[1, :, :, :-2], frames[0, :, :, 2:])
     with pytest.raises(ValueError, match="uint8"):
         to_model_range(torch.zeros(2, 2, 3))
+
+
+def test_reconstruct_folder_writes_every_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spatialmem import create_model, save_checkpoint
+    from spatialmem.io import load_frames_npz, read_colmap_text, read_nerfstudio, read_ply
+
+    # Random weights put points anywhere; these point every pixel forwards, so that the
+    # cameras are defined and every export is written.
+    model = create_model("spann3r_tiny")
+    with torch.no_grad():
+        for head in (model.dust3r.head1, model.dust3r.head2):
+            head.head[4].weight.mul_(0.01)
+            head.head[4].bias.copy_(torch.tensor([0.0, 0.0, 2.0, 1.0]))
+    ckpt = tmp_path / "forward.pth"
+    save_checkpoint(model, ckpt)
+    _write_pngs(tmp_path / "frames", 4)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tmp_path / "frames"), "--model", "spann3r_tiny", "--no-progress"]
+    assert main([*args, "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 4 and len(summary["focal"]) == 4
+    cloud = read_ply(out / "scene.ply")
+    assert cloud.points.shape[1] == 3 and cloud.points.shape[0] > 0
+    frames = load_frames_npz(out / "frames")
+    assert tuple(frames["pts3d"].shape) == (4, 32, 48, 3)
+    scene = read_nerfstudio(out)
+    assert tuple(scene.cam_to_world.shape) == (4, 4, 4)
+    torch.testing.assert_close(scene.cam_to_world[0], torch.eye(4), atol=1e-5, rtol=0)
+    colmap = read_colmap_text(out / "colmap")
+    assert len(colmap.image_names) == 4
+    if (out / "preview.png").exists():  # matplotlib installed (eval extra)
+        assert (out / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    # The reconstruction scored against itself: zero error after any alignment.
+    assert main(["evaluate", str(out), str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["acc"] < 1e-4 and metrics["comp"] < 1e-4
+    # Untrained weights: no cameras, but the point cloud is still written.
+    args = ["reconstruct", str(tmp_path / "frames"), "--model", "spann3r_tiny", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "raw"), "--no-preview"]) == 0
+    assert (tmp_path / "raw" / "scene.ply").exists()
+
+
+def test_evaluate_dataset_path_runs_the_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from spatialmem.data.scenes import synthetic_clip
+
+    clip = synthetic_clip(num_frames=3, height=32, width=32, seed=2)
+    scene = tmp_path / "room"
+    (scene / "images").mkdir(parents=True)
+    (scene / "depth").mkdir()
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    for i in range(3):
+        rgb = ((clip.images[i].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        Image.fromarray(rgb).save(scene / "images" / f"img{i}.png")
+        mm = (clip.depth()[i] * 1000).round().numpy().astype(np.uint16)
+        Image.fromarray(mm).save(scene / "depth" / f"depth{i}.png")
+    poses = torch.cat([clip.camera_pose[i] @ flip for i in range(3)]).numpy()
+    np.savetxt(scene / "poses.txt", poses)
+    np.savetxt(scene / "focal.txt", [float(clip.intrinsics[0, 0])])
+    args = ["evaluate", "--dataset", "nrgbd", "--root", str(tmp_path), "--scene", "room"]
+    args += ["--model", "spann3r_tiny", "--stride", "1", "--size-eval", "32", "--json"]
+    assert main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["sequence"] == "nrgbd/room"
+    assert np.isfinite(metrics["acc"]) and np.isfinite(metrics["comp"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reconstruct", "{tmp}/missing", "--model", "spann3r_tiny"], "does not exist"),
+        (["reconstruct", "{tmp}/empty", "--model", "spann3r_tiny"], "holds no image"),
+        (["evaluate", "{tmp}/missing", "{tmp}/missing"], "does not exist"),
+        (["evaluate", "--dataset", "dtu"], "--root"),
+    ],
+)
+def test_bad_paths_end_in_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    text = str(err.value.code)
+    assert message in text and "\n" not in text and text.startswith("spatialmem: error:")

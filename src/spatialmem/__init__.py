@@ -21,7 +21,7 @@ if typecheck_requested():  # pragma: no cover - the test suite installs the hook
     install_import_hook("spatialmem", "beartype.beartype")
 
 # Subpackages reached as attributes (``sm.inference.OnlineReconstructor``).
-from spatialmem import inference
+from spatialmem import geometry, inference, metrics
 from spatialmem._checks import set_value_checks, value_checks
 from spatialmem.decoders import TwinDecoder
 from spatialmem.encoders import CroCoEncoder
@@ -61,9 +61,11 @@ __all__ = [
     "TwinDecoder",
     "__version__",
     "create_model",
+    "geometry",
     "inference",
     "list_models",
     "load_checkpoint",
+    "metrics",
     "register_model",
     "save_checkpoint",
     "set_value_checks",

@@ -1,39 +1,51 @@
-"""The ``spatialmem`` command: list models, reconstruct an image pair or an ordered sequence,
-run the bundled demo."""
+"""The ``spatialmem`` command: list models, reconstruct an image pair or an ordered sequence
+(images, a folder, a glob or a video) with cameras and exports, evaluate a reconstruction against
+ground truth, run the bundled demo."""
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from spatialmem._typing import Float
-from spatialmem.data import synthetic_sequence, to_model_range
+from spatialmem.data import synthetic_sequence
+from spatialmem.data.image_inputs import (
+    VIDEO_SUFFIXES,
+    collect_inputs,
+    load_frames,
+    prepare_image,
+    read_image,
+)
 from spatialmem.inference import FrameResult, OnlineReconstructor
 from spatialmem.interop import load_checkpoint
 from spatialmem.io import write_ply
 from spatialmem.models import DUSt3R, PairOutput, Spann3R, create_model, list_models
+from spatialmem.pipeline import export_reconstruction, reconstruct_frames
 
 __all__ = ["build_parser", "main", "reconstruct_pair", "reconstruct_sequence"]
 
 logger = logging.getLogger("spatialmem")
 
 
-def _read_image(path: Path, size: tuple[int, int] | None, patch: int) -> torch.Tensor:
-    """Read an image as ``[3, H, W]`` in [-1, 1], resized/cropped to a multiple of the patch."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import center_crop, resize
+def _read_image(path: Path, size: int | tuple[int, int] | None, patch: int) -> torch.Tensor:
+    """Read an image as ``[3, H, W]`` in [-1, 1] (the resize/crop policy of
+    [prepare_image][spatialmem.data.image_inputs.prepare_image])."""
+    return prepare_image(read_image(path), size, patch)
 
-    img = decode_image(str(path), mode=ImageReadMode.RGB)
-    if size is not None:
-        img = resize(img, list(size), antialias=True)
-    h, w = img.shape[-2:]
-    img = center_crop(img, [h - h % patch, w - w % patch])
-    return to_model_range(img.permute(1, 2, 0))
+
+def _size_arg(values: list[int] | None) -> int | tuple[int, int] | None:
+    if not values:
+        return None
+    if len(values) > 2 or any(v <= 0 for v in values):
+        raise ValueError(f"--size takes one positive size S or H W, got {values}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def reconstruct_pair(
@@ -131,7 +143,7 @@ def _cmd_pair(args: argparse.Namespace) -> int:
     model = _build(args.model, args.checkpoint)
     if not isinstance(model, DUSt3R):
         raise SystemExit(f"model {args.model!r} is not a pair model (see `spatialmem reconstruct`)")
-    size = tuple(args.size) if args.size else None
+    size = _size_arg(args.size)
     patch = model.config.patch_size
     img1 = _read_image(Path(args.image1), size, patch)
     img2 = _read_image(Path(args.image2), size, patch)
@@ -141,36 +153,127 @@ def _cmd_pair(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    if len(args.images) < 2:
-        raise SystemExit("`reconstruct` needs at least 2 images")
-    if -(-len(args.images) // max(args.keyframe_every, 1)) < 2:
+    paths = collect_inputs(args.images)
+    is_video = len(paths) == 1 and paths[0].suffix.lower() in VIDEO_SUFFIXES
+    if len(paths) < 2 and not is_video:
+        raise SystemExit("`reconstruct` needs at least 2 images (or a video)")
+    if not is_video and -(-len(paths) // max(args.keyframe_every, 1)) < 2:
         raise SystemExit(
             f"--keyframe-every {args.keyframe_every} keeps fewer than 2 of the "
-            f"{len(args.images)} images; Spann3R needs at least 2"
+            f"{len(paths)} images; Spann3R needs at least 2"
         )
+    out = Path(args.out)
+    ply_only = out.suffix.lower() == ".ply"
+    _check_writable(out.parent if ply_only else out)
     model = _build(args.model, args.checkpoint)
     if not isinstance(model, Spann3R):
         raise SystemExit(
             f"model {args.model!r} is not a Spann3R model (use `spatialmem pair` for pair models)"
         )
-    size = tuple(args.size) if args.size else None
     patch = model.config.dust3r.patch_size
-    frames = [_read_image(Path(p), size, patch) for p in args.images]
-    shapes = {tuple(f.shape) for f in frames}
-    if len(shapes) > 1:
-        raise SystemExit(
-            f"the images have different sizes after cropping to multiples of {patch} "
-            f"({sorted(shapes)}); pass --size H W to resize them all"
+    frames = load_frames(paths, size=_size_arg(args.size), patch_size=patch)
+    if ply_only:
+        _, summary = reconstruct_sequence(
+            model, frames, out, keyframe_every=args.keyframe_every, progress=args.progress
         )
-    _, summary = reconstruct_sequence(
-        model,
-        torch.stack(frames),
-        Path(args.out),
-        keyframe_every=args.keyframe_every,
-        progress=args.progress,
+        sys.stdout.write(json.dumps({"output": args.out, "model": args.model, **summary}) + "\n")
+        return 0
+    recon = reconstruct_frames(
+        model, frames, keyframe_every=args.keyframe_every, progress=args.progress
     )
-    sys.stdout.write(json.dumps({"output": args.out, "model": args.model, **summary}) + "\n")
+    written = export_reconstruction(
+        recon, out, conf_threshold=args.conf_threshold, preview=args.preview
+    )
+    extra = {k: written.pop(k) for k in ("focal", "cameras") if k in written}
+    summary = {"output": str(out), "model": args.model, "frames": recon.num_frames,
+               "input_frames": int(frames.shape[0]), "files": written, **extra}  # fmt: skip
+    sys.stdout.write(json.dumps(summary) + "\n")
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any compute when the output cannot be written."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise SystemExit(f"spatialmem: error: cannot write to {folder} ({probe} is not writable)")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from spatialmem.metrics import evaluate_pointclouds, evaluate_pointmaps, format_table
+
+    if args.dataset:
+        if not (args.root and args.scene):
+            raise SystemExit("spatialmem: error: --dataset needs --root and --scene")
+        from spatialmem.data.eval_datasets import load_sequence
+        from spatialmem.pipeline import evaluate_sequence
+
+        kwargs: dict[str, int] = {"size": args.size_eval}
+        if args.stride is not None:
+            kwargs["stride"] = args.stride
+        if args.max_frames is not None:
+            kwargs["max_frames"] = args.max_frames
+        seq = load_sequence(args.dataset, args.root, args.scene, **kwargs)
+        model = _build(args.model, args.checkpoint)
+        if not isinstance(model, Spann3R):
+            raise SystemExit(f"spatialmem: error: model {args.model!r} is not a Spann3R model")
+        metrics, _ = evaluate_sequence(
+            model, seq, align=args.align, threshold=args.threshold, icp_threshold=args.icp,
+            progress=args.progress,
+        )  # fmt: skip
+        name = seq.name
+    else:
+        if not (args.pred and args.gt):
+            raise SystemExit("spatialmem: error: give PRED and GT, or --dataset with --root")
+        pred, gt = _load_points(Path(args.pred)), _load_points(Path(args.gt))
+        if pred.grid is not None and gt.grid is not None and pred.grid.shape == gt.grid.shape:
+            metrics = evaluate_pointmaps(
+                pred.grid, gt.grid, gt.valid & pred.valid, align=args.align,
+                threshold=args.threshold, icp_threshold=args.icp,
+            )  # fmt: skip
+        else:
+            if args.align != "none":
+                raise SystemExit(
+                    f"spatialmem: error: --align {args.align} needs per-pixel correspondences "
+                    "(two reconstruction folders with frames/*.npz of the same size); use "
+                    "--align none (optionally with --icp) for point clouds"
+                )
+            metrics = evaluate_pointclouds(
+                pred.points, gt.points, threshold=args.threshold, icp_threshold=args.icp
+            )
+        name = f"{args.pred} vs {args.gt}"
+    if args.json:
+        sys.stdout.write(json.dumps({"sequence": name, **metrics.as_dict()}) + "\n")
+    else:
+        sys.stdout.write(format_table({name: metrics}) + "\n")
+    return 0
+
+
+@dataclass
+class _Points:
+    points: torch.Tensor
+    grid: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+
+
+def _load_points(path: Path) -> _Points:
+    """A reconstruction folder (``frames/*.npz``) or a PLY file, as points (and pointmaps)."""
+    from spatialmem.io import load_frames_npz, read_ply
+
+    if not path.exists():
+        raise SystemExit(f"spatialmem: error: {path} does not exist")
+    if path.is_dir():
+        frames_dir = path / "frames" if (path / "frames").is_dir() else path
+        data = load_frames_npz(frames_dir)
+        grid = torch.as_tensor(data["pts3d"]).float()
+        valid = torch.as_tensor(data["valid"]).bool() if "valid" in data else (
+            torch.isfinite(grid).all(-1)
+        )  # fmt: skip
+        return _Points(grid[valid], grid, valid)
+    if path.suffix.lower() != ".ply":
+        raise SystemExit(f"spatialmem: error: {path} is neither a folder nor a .ply file")
+    return _Points(torch.as_tensor(read_ply(path).points).float())
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -206,26 +309,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image2")
     p.add_argument("--model", default="dust3r_vitl_512_dpt")
     p.add_argument("--checkpoint", help="published DUSt3R .pth or a spatialmem checkpoint")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize before cropping")
+    p.add_argument("--size", type=int, nargs="+", metavar="S", help="S, or H W (see reconstruct)")
     p.add_argument("--out", default="pair.ply")
     p.set_defaults(func=_cmd_pair)
 
     p = sub.add_parser(
         "reconstruct",
-        help="stream an ordered list of images through Spann3R into one PLY point cloud",
+        help="stream images (files, a folder, a glob or a video) through Spann3R; write the point "
+        "cloud, cameras (transforms.json + COLMAP), per-frame npz and a preview",
+        description="Reconstruct an ordered image sequence. Inputs are image files, folders "
+        "(their images in natural order), glob patterns or one video file. Resize/crop policy: "
+        "--size 224 resizes the short side to 224 and crops the centre 224x224 (the published "
+        "Spann3R); --size 512 resizes the long side to 512 (the 512 DUSt3R models); no --size "
+        "keeps the images and crops them to multiples of the patch size.",
     )
-    p.add_argument("images", nargs="+", help="image files, in capture order (at least 2)")
+    p.add_argument("images", nargs="+", help="images, folders, globs or a video, in capture order")
     p.add_argument("--model", default="spann3r_vitl_dpt512")
     p.add_argument("--checkpoint", help="published Spann3R .pth or a spatialmem checkpoint")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize before cropping")
+    p.add_argument("--size", type=int, nargs="+", metavar="S", help="S, or H W (see above)")
     p.add_argument(
-        "--keyframe-every", type=int, default=1, metavar="K", help="use every K-th image"
+        "--keyframe-every", type=int, default=1, metavar="K", help="use every K-th frame"
     )
-    p.add_argument("--out", default="scene.ply")
+    p.add_argument(
+        "--out",
+        default="spatialmem_out",
+        help="output folder (all exports) or a .ply file (the point cloud only)",
+    )
+    p.add_argument(
+        "--conf-threshold", type=float, default=1.0, help="leave out points of lower confidence"
+    )
+    p.add_argument(
+        "--preview", action=argparse.BooleanOptionalAction, default=True, help="preview PNG"
+    )
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
     p.set_defaults(func=_cmd_reconstruct)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a reconstruction against ground truth (accuracy, completion, normal "
+        "consistency)",
+        description="Compare PRED with GT: reconstruction folders (frames/*.npz, aligned through "
+        "their per-pixel correspondences) or PLY point clouds. With --dataset, reconstruct a "
+        "scene of 7scenes, nrgbd or dtu with the model and score it (the paper's protocol).",
+    )
+    p.add_argument("pred", nargs="?", help="reconstruction folder or .ply")
+    p.add_argument("gt", nargs="?", help="ground-truth folder or .ply")
+    p.add_argument(
+        "--align",
+        choices=("none", "median", "sim3", "rigid"),
+        default="sim3",
+        help="alignment of PRED to GT before scoring (median: the official eval's median "
+        "scale/shift; sim3: Umeyama on the pixel correspondences)",
+    )
+    p.add_argument(
+        "--icp", type=float, metavar="DIST", help="refine with ICP (official: 0.1; DTU: 100)"
+    )
+    p.add_argument("--threshold", type=float, default=0.05, help="completion-ratio threshold")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--dataset", choices=("7scenes", "nrgbd", "dtu"))
+    p.add_argument("--root", help="dataset root folder")
+    p.add_argument("--scene", help="scene (7scenes: scene/seq-XX)")
+    p.add_argument("--stride", type=int, help="keep every N-th frame (dataset default)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--size-eval", type=int, default=224, help="square input size")
+    p.add_argument("--model", default="spann3r_vitl_dpt512")
+    p.add_argument("--checkpoint")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "demo",
@@ -252,7 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        if args.verbose:
+            raise
+        raise SystemExit(f"spatialmem: error: {err}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

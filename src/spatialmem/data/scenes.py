@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from spatialmem._checks import check_tensor
 from spatialmem._typing import Bool, Float, Int
 from spatialmem.data.curriculum import CurriculumClips, CurriculumConfig
+from spatialmem.geometry.camera import intrinsics_from_focal, pixel_grid, points_to_depth
 from spatialmem.tensor_dataclass import TensorDataclass
 from spatialmem.types import SequenceTarget
 
@@ -83,10 +84,9 @@ class SceneClip(TensorDataclass):
         return self.images.shape[0]
 
     def depth(self) -> Float[Tensor, "T H W"]:
-        """Depth (camera ``z``) of every pixel, from the points and the poses."""
-        rot = self.camera_pose[:, :3, :3]
-        rel = self.pts3d - self.camera_pose[:, None, None, :3, 3]
-        return torch.einsum("thwc,tc->thw", rel, rot[:, :, 2])
+        """Depth (camera ``z``) of every pixel, from the points and the poses (see
+        [`points_to_depth`][spatialmem.geometry.camera.points_to_depth])."""
+        return points_to_depth(self.pts3d, self.camera_pose)
 
 
 @dataclass(eq=False)
@@ -264,7 +264,7 @@ class SyntheticScene:
     def intrinsics(self, height: int, width: int) -> Float[Tensor, "3 3"]:
         """Pinhole intrinsics for ``height x width`` images (square pixels, centred)."""
         focal = 0.5 * width / math.tan(math.radians(self.fov_deg) / 2)
-        return torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+        return intrinsics_from_focal(torch.tensor(focal), height, width)
 
     def camera_pose(self, frame_indices: Int[Tensor, "T"]) -> Float[Tensor, "T 4 4"]:
         """Camera-to-world poses of the given frames of the video.
@@ -303,11 +303,7 @@ class SyntheticScene:
             raise ValueError(f"`height` and `width` must be >= 1, got {height} x {width}")
         k = self.intrinsics(height, width)
         pose = self.camera_pose(frame_indices)
-        v, u = torch.meshgrid(
-            torch.arange(height, dtype=torch.float32) + 0.5,
-            torch.arange(width, dtype=torch.float32) + 0.5,
-            indexing="ij",
-        )
+        u, v = pixel_grid(height, width).unbind(-1)
         ray_cam = torch.stack(
             [(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], torch.ones_like(u)], dim=-1
         )  # [H, W, 3], z = 1 so the ray parameter is the depth

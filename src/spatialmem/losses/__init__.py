@@ -18,6 +18,7 @@ By default every sample of a batch is normalised and averaged on its own, so a s
 not depend on its batch-mates; ``batch_coupled=True`` reproduces the official numbers exactly.
 """
 
+from spatialmem.geometry.alignment import masked_median, median_scale  # re-exported
 from spatialmem.losses.base import CombinedCriterion, CombinedOutput, Criterion, LossOutput
 from spatialmem.losses.confidence import ConfidenceRegression, alpha_schedule
 from spatialmem.losses.normalize import (
@@ -35,12 +36,7 @@ from spatialmem.losses.regression import (
     term_names,
 )
 from spatialmem.losses.scale import ScaleLoss, ScaleLossOutput, scale_loss
-from spatialmem.losses.scale_shift_inv import (
-    ScaleShiftInvariant,
-    ScaleShiftInvariantOutput,
-    masked_median,
-    median_scale,
-)
+from spatialmem.losses.scale_shift_inv import ScaleShiftInvariant, ScaleShiftInvariantOutput
 from spatialmem.losses.spann3r import SequenceLossOutput, Spann3RLoss
 from spatialmem.types import SequenceTarget, StepPredictions
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from spatialmem._typing import Bool, Float, Int
+from spatialmem.geometry.camera import points_in_camera
 from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
@@ -36,18 +37,17 @@ def gt_in_camera0(
 ) -> Float[Tensor, "B T H W 3"]:
     """Map world points of every frame into the camera frame of frame 0.
 
+    The losses' name for [`points_in_camera`][spatialmem.geometry.camera.points_in_camera]
+    (exact rigid inverse of the pose).
+
     Args:
         pts3d: world points.
-        camera_pose0: camera-to-world pose of frame 0 of each element.
+        camera_pose0: rigid camera-to-world pose of frame 0 of each element.
 
     Returns:
         ``inverse(camera_pose0[b]) @ [pts3d[b], 1]`` for every point (a new tensor).
     """
-    world_to_cam = torch.linalg.inv(camera_pose0)
-    rot_t = world_to_cam[:, :3, :3].transpose(1, 2)
-    trans = world_to_cam[:, None, :3, 3]
-    flat = torch.baddbmm(trans, pts3d.flatten(1, 3), rot_t)
-    return flat.reshape(pts3d.shape)
+    return points_in_camera(pts3d, camera_pose0)
 
 
 def factor_from_sums(

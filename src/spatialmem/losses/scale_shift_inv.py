@@ -20,6 +20,10 @@ Alignment, per batch element, in frame 0's camera frame:
 
 Medians are "lower" medians (the lower middle value for an even count). Shift and scale are
 computed without gradient; gradients still flow into the predictions through the alignment.
+[`median_scale_shift`][spatialmem.geometry.alignment.median_scale_shift] applies the same
+alignment to one pointmap per frame (its medians and scales are
+[`masked_median`][spatialmem.geometry.alignment.masked_median] and
+[`median_scale`][spatialmem.geometry.alignment.median_scale], shared with this criterion).
 
 Differences from the official code:
 
@@ -38,7 +42,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spatialmem._typing import Bool, Float, Int
+from spatialmem._typing import Float, Int
+from spatialmem.geometry.alignment import masked_median, median_scale
 from spatialmem.losses.base import Criterion, LossOutput
 from spatialmem.losses.normalize import avg_distance_factor, gt_in_camera0, sequence_pred_factor
 from spatialmem.losses.regression import (
@@ -56,30 +61,9 @@ from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 __all__ = [
     "ScaleShiftInvariant",
     "ScaleShiftInvariantOutput",
-    "masked_median",
-    "median_scale",
 ]
 
 _PRED_SCALE_RANGE = (1e-3, 1e3)
-
-
-def masked_median(
-    values: Float[Tensor, "B *rest"], valid: Bool[Tensor, "B *rest"]
-) -> Float[Tensor, "B"]:
-    """Median of each sample's valid values (lower middle value for an even count; NaN for a
-    sample without valid values)."""
-    masked = torch.where(valid, values, torch.nan)
-    return masked.flatten(1).nanmedian(dim=1).values
-
-
-def median_scale(
-    pts3d: Float[Tensor, "B *rest 3"], valid: Bool[Tensor, "B *rest"]
-) -> Float[Tensor, "B"]:
-    """Median distance of each sample's valid points to their per-coordinate median point."""
-    masked = torch.where(valid[..., None], pts3d, torch.nan).flatten(1, -2)  # B M 3
-    centre = masked.nanmedian(dim=1).values  # B 3
-    dist = torch.linalg.vector_norm(masked - centre[:, None], dim=-1)  # NaN where invalid
-    return dist.nanmedian(dim=1).values
 
 
 def _z_offset(shift_z: Tensor) -> Tensor:
