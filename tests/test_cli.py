@@ -48,16 +48,32 @@ def test_demo_with_a_pair_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
 
 
-def _write_pngs(tmp_path: Path, n: int, height: int = 40, width: int = 56) -> list[str]:
-    from torchvision.io import write_png
+def _write_png(u8_chw: torch.Tensor, path: Path | str) -> None:
+    from PIL import Image
 
+    Image.fromarray(u8_chw.permute(1, 2, 0).numpy()).save(path)
+
+
+def _write_pngs(tmp_path: Path, n: int, height: int = 40, width: int = 56) -> list[str]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, f in enumerate(synthetic_sequence(n, height, width)):
         u8 = ((f + 1) / 2 * 255).round().to(torch.uint8)
         paths.append(str(tmp_path / f"{i}.png"))
-        write_png(u8, paths[-1])
+        _write_png(u8, paths[-1])
     return paths
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the command expecting a fault; its exit status and its one error line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("spatialmem: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return int(err.value.code), lines[0]
 
 
 def test_reconstruct_command_streams_images(
@@ -74,30 +90,30 @@ def test_reconstruct_command_streams_images(
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
 
 
-def test_reconstruct_command_rejects_bad_requests(tmp_path: Path) -> None:
+def test_reconstruct_command_rejects_bad_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = _write_pngs(tmp_path, 2)
     other = _write_pngs(tmp_path / "big", 1, 72, 56)
-    with pytest.raises(SystemExit, match="--size"):
-        main(["reconstruct", *paths, *other, "--model", "spann3r_tiny", "--no-progress"])
-    with pytest.raises(SystemExit, match="not a Spann3R model"):
-        main(["reconstruct", *paths, "--model", "dust3r_tiny_linear"])
-    with pytest.raises(SystemExit, match="at least 2"):
-        main(["reconstruct", paths[0], "--model", "spann3r_tiny"])
-    with pytest.raises(SystemExit, match="fewer than 2"):
-        main(["reconstruct", *paths, "--model", "spann3r_tiny", "--keyframe-every", "2"])
-    with pytest.raises(SystemExit, match="not a pair model"):
-        main(["pair", *paths, "--model", "spann3r_tiny"])
+    cases = [
+        (["reconstruct", *paths, *other, "--model", "spann3r_tiny", "--no-progress"], 1, "--size"),
+        (["reconstruct", *paths, "--model", "dust3r_tiny_linear"], 2, "not a Spann3R model"),
+        (["reconstruct", paths[0], "--model", "spann3r_tiny"], 2, "at least 2"),
+        (["reconstruct", *paths, "--model", "spann3r_tiny", "--keyframe-every", "2"], 2, "fewer"),
+        (["pair", *paths, "--model", "spann3r_tiny"], 2, "not a pair model"),
+    ]
+    for argv, code, message in cases:
+        assert _fails(argv, capsys)[0] == code
+        assert message in _fails(argv, capsys)[1]
 
 
 def test_pair_command_reads_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from torchvision.io import write_png
-
     frames = synthetic_sequence(2, 40, 56)
     paths = []
     for i, f in enumerate(frames):
         u8 = ((f + 1) / 2 * 255).round().to(torch.uint8)
         paths.append(tmp_path / f"{i}.png")
-        write_png(u8, str(paths[-1]))
+        _write_png(u8, paths[-1])
     out = tmp_path / "pair.ply"
     args = ["pair", str(paths[0]), str(paths[1]), "--model", "dust3r_tiny_linear"]
     assert main([*args, "--out", str(out)]) == 0
@@ -199,19 +215,123 @@ def test_evaluate_dataset_path_runs_the_protocol(
     assert np.isfinite(metrics["acc"]) and np.isfinite(metrics["comp"])
 
 
+def _bad_inputs(tmp: Path) -> dict[str, Path]:
+    """Files for the bad-input cases: good images, a text file and a truncated PNG named .png,
+    an empty folder, checkpoints that are empty, text, truncated or of another architecture,
+    and a file where a folder is needed (unwritable even for root)."""
+    from spatialmem import create_model, save_checkpoint
+
+    good = [Path(p) for p in _write_pngs(tmp / "good", 2)]
+    (tmp / "text.png").write_text("not an image\n")
+    raw = good[0].read_bytes()
+    (tmp / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    (tmp / "empty").mkdir()
+    (tmp / "empty.pth").write_bytes(b"")
+    (tmp / "text.pth").write_text("hello, I am not a checkpoint\n")
+    save_checkpoint(create_model("dust3r_tiny_linear"), tmp / "pair.pth")
+    raw = (tmp / "pair.pth").read_bytes()
+    (tmp / "truncated.pth").write_bytes(raw[: len(raw) // 2])
+    (tmp / "locked").write_text("a file, so nothing can be written below it\n")
+    return {"good1": good[0], "good2": good[1]}
+
+
+_TINY = ["--model", "spann3r_tiny", "--no-progress"]
+_PAIR = ["--model", "dust3r_tiny_linear"]
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "code", "names"),
     [
-        (["reconstruct", "{tmp}/missing", "--model", "spann3r_tiny"], "does not exist"),
-        (["reconstruct", "{tmp}/empty", "--model", "spann3r_tiny"], "holds no image"),
-        (["evaluate", "{tmp}/missing", "{tmp}/missing"], "does not exist"),
-        (["evaluate", "--dataset", "dtu"], "--root"),
+        # unreadable or missing inputs: failures, the message names the file
+        (["reconstruct", "{good1}", "{tmp}/text.png", *_TINY], 1, "text.png"),
+        (["reconstruct", "{good1}", "{tmp}/truncated.png", *_TINY], 1, "truncated.png"),
+        (["reconstruct", "{good1}", "{tmp}/missing.png", *_TINY], 1, "missing.png"),
+        (["reconstruct", "{tmp}/missing", *_TINY], 1, "does not exist"),
+        (["reconstruct", "{tmp}/empty", *_TINY], 1, "holds no image"),
+        (["pair", "{good1}", "{tmp}/text.png", *_PAIR], 1, "text.png"),
+        (["pair", "{good1}", "{tmp}/truncated.png", *_PAIR], 1, "truncated.png"),
+        (["pair", "{good1}", "{tmp}/missing.png", *_PAIR], 1, "missing.png"),
+        (["evaluate", "{tmp}/missing", "{tmp}/missing"], 1, "does not exist"),
+        # wrong checkpoints: failures naming the file
+        (["pair", "{good1}", "{good2}", *_PAIR, "--checkpoint", "{tmp}/no.pth"], 1, "no.pth"),
+        (["pair", "{good1}", "{good2}", *_PAIR, "--checkpoint", "{tmp}/empty.pth"], 1, "empty"),
+        (["pair", "{good1}", "{good2}", *_PAIR, "--checkpoint", "{tmp}/text.pth"], 1, "text.pth"),
+        (
+            ["pair", "{good1}", "{good2}", *_PAIR, "--checkpoint", "{tmp}/truncated.pth"],
+            1,
+            "truncated.pth",
+        ),
+        (
+            ["reconstruct", "{good1}", "{good2}", *_TINY, "--checkpoint", "{tmp}/pair.pth"],
+            1,
+            "pair.pth",
+        ),
+        # an output that cannot be written: found before any compute
+        (["reconstruct", "{good1}", "{good2}", *_TINY, "--out", "{tmp}/locked/x"], 1, "--out"),
+        (["pair", "{good1}", "{good2}", *_PAIR, "--out", "{tmp}/locked/x.ply"], 1, "--out"),
+        (["demo", "--out", "{tmp}/locked/x.ply"], 1, "--out"),
+        (["demo", "--out", "{tmp}/empty"], 1, "--out"),
+        (["models", "no_such_*"], 1, "no_such_*"),
+        # a wrong command line: usage errors naming the argument
+        (["demo", "--model", "spann3r_tny"], 2, "spann3r_tiny"),
+        (["pair", "{good1}", "{good2}", "--model", "dust3r_tiny"], 2, "--model"),
+        (["reconstruct", "{good1}", "{good2}", *_TINY, "--size", "8", "8"], 2, "--size"),
+        (["reconstruct", "{good1}", "{good2}", *_TINY, "--size", "1", "2", "3"], 2, "--size"),
+        (
+            ["reconstruct", "{good1}", "{good2}", *_TINY, "--keyframe-every", "0"],
+            2,
+            "--keyframe-every",
+        ),
+        (["demo", "--height", "60"], 2, "--height"),
+        (["demo", "--frames", "1"], 2, "--frames"),
+        (["demo", "--widht", "64"], 2, "--widht"),
+        (["evaluate", "--dataset", "dtu"], 2, "--root"),
+        ([], 2, "command"),
     ],
 )
-def test_bad_paths_end_in_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
-    (tmp_path / "empty").mkdir()
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+def test_bad_inputs_end_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    code: int,
+    names: str,
+) -> None:
+    files = {"tmp": tmp_path, **_bad_inputs(tmp_path)}
+    argv = [a.format(**files) for a in argv]
+    status, line = _fails(argv, capsys)
+    assert status == code, line
+    assert names in line, line
+
+
+def test_unwritable_output_is_found_before_the_model_is_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spatialmem.cli as cli
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(cli, "_build", no_build)
+    paths = _write_pngs(tmp_path, 2)
+    (tmp_path / "file").write_text("")
+    argv = ["reconstruct", *paths, *_TINY, "--out", str(tmp_path / "file")]
+    assert _fails(argv, capsys)[0] == 1
+    assert _fails(["pair", *paths, *_PAIR, "--out", str(tmp_path)], capsys)[0] == 1
+    assert _fails(["reconstruct", paths[0], str(tmp_path / "x.txt"), *_TINY], capsys)[0] == 1
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as err:
-        main(argv)
-    text = str(err.value.code)
-    assert message in text and "\n" not in text and text.startswith("spatialmem: error:")
+        main(["-v", "reconstruct", str(tmp_path / "missing"), *_TINY])
+    assert err.value.code == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and stderr.rstrip().splitlines()[-1].startswith("spatialmem:")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import spatialmem
+
+    with pytest.raises(SystemExit) as err:
+        main(["--version"])
+    assert err.value.code == 0
+    assert capsys.readouterr().out.strip() == f"spatialmem {spatialmem.__version__}"

@@ -212,3 +212,69 @@ def test_spann3r_official_options_that_do_not_exist_are_refused() -> None:
         spann3r_config_from_official({**fx["config"], "use_feat": True})
     with pytest.raises(ValueError, match="mem_out_dim"):
         spann3r_config_from_official({**fx["config"], "mem_out_dim": 32})
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the file is empty"),
+        (b"hello, not a checkpoint\n", "not a file written by torch.save"),
+        ("truncated", "truncated or corrupt"),
+    ],
+)
+def test_unreadable_files_are_named_with_the_fault(
+    tmp_path: Path, content: bytes | str, reason: str
+) -> None:
+    model = create_model("dust3r_tiny_linear")
+    path = tmp_path / "weights.pth"
+    if content == "truncated":
+        save_checkpoint(model, path)
+        raw = path.read_bytes()
+        content = raw[: len(raw) // 2]
+    assert isinstance(content, bytes)
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(model, path)
+    text = str(err.value)
+    assert "not a readable PyTorch checkpoint" in text and reason in text and str(path) in text
+    assert "unpickles" not in text  # the pickle advice is for real pickled objects only
+
+
+def test_pickled_objects_get_the_pickle_advice(tmp_path: Path) -> None:
+    path = tmp_path / "objects.pth"
+    torch.save({"model": {}, "when": Path("/")}, path)
+    with pytest.raises(CheckpointError, match="pickled Python objects") as err:
+        load_checkpoint(create_model("dust3r_tiny_linear"), path)
+    assert "pathlib" in str(err.value) and "re-save" in str(err.value)
+
+
+def test_layout_is_the_best_match_and_extra_keys_are_named() -> None:
+    model = create_model("dust3r_tiny_linear")
+    state = dict(model.state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(create_model("dust3r_tiny_linear"), state)
+    text = str(err.value)
+    assert "spatialmem layout" in text and "unexpected 1 keys: extra.weight" in text
+    assert "missing" not in text
+    report = load_checkpoint(create_model("dust3r_tiny_linear"), state, strict=False)
+    assert report.layout == "spatialmem" and report.unexpected == ["extra.weight"]
+
+
+def test_another_architecture_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "pair.pth"
+    save_checkpoint(create_model("dust3r_tiny_linear"), path)
+    with pytest.raises(CheckpointError, match="saved from a DUSt3R, not a Spann3R"):
+        load_checkpoint(create_model("spann3r_tiny"), path)
+
+
+def test_float64_tensors_are_cast_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    model = create_model("dust3r_tiny_linear")
+    state = {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    fresh = create_model("dust3r_tiny_linear")
+    with caplog.at_level("WARNING", logger="spatialmem.interop.checkpoint"):
+        load_checkpoint(fresh, state)
+    assert "stored as torch.float64 are cast to the model's torch.float32" in caplog.text
+    assert all(p.dtype == torch.float32 for p in fresh.parameters())
+    key = next(iter(state))
+    torch.testing.assert_close(fresh.state_dict()[key], state[key].float())

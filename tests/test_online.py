@@ -274,8 +274,11 @@ def test_progress_bar_is_optional(
 
 def test_empty_stream_finishes_with_nothing(model: Spann3R) -> None:
     recon = OnlineReconstructor(model)
-    assert recon.finish() is None
-    assert recon.run([]) == []
+    assert recon.finish() is None  # finish() without frames is allowed (nothing to return)
+    with pytest.raises(ValueError, match="`frames` is empty"):
+        recon.run([])
+    with pytest.raises(ValueError, match="`frames` is empty"):
+        list(recon.stream(iter([])))
 
 
 @pytest.mark.usefixtures("without_typecheck")

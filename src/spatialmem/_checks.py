@@ -16,6 +16,7 @@ inside an entry point costs a clear error message, never a wrong result.
 """
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -25,11 +26,13 @@ from torch import Tensor
 __all__ = [
     "check_finite",
     "check_images",
+    "check_pixel_range",
     "check_positive",
     "check_same_batch",
     "check_tensor",
     "checks_active",
     "internal_calls",
+    "match_module",
     "set_value_checks",
     "value_checks",
     "value_checks_enabled",
@@ -144,8 +147,12 @@ def check_tensor(
 
 
 def check_finite(name: str, x: Tensor) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when value checks are off)."""
-    if not _VALUE_CHECKS or not x.is_floating_point():
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when value checks are off, for
+    meta tensors and while ``torch.compile`` traces, where reading values would break the
+    graph)."""
+    if not _VALUE_CHECKS or not x.is_floating_point() or x.device.type == "meta":
+        return
+    if torch.compiler.is_compiling():
         return
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
@@ -162,11 +169,66 @@ def check_positive(**values: int) -> None:
             raise ValueError(f"`{name}` must be a positive integer, got {value}")
 
 
-def check_images(name: str, x: object, patch_size: int, channels: int = 3) -> Tensor:
+PIXEL_LIMIT = 10.0
+"""Largest absolute pixel value the models' entry points accept (inputs are in [-1, 1])."""
+
+
+def check_pixel_range(name: str, x: Tensor) -> None:
+    """Raise ``ValueError`` if images hold values far outside the models' range [-1, 1].
+
+    A value beyond ``±PIXEL_LIMIT`` (10) almost always means unnormalised pixels (0-255 floats).
+    Also rejects NaN/Inf like ``check_finite``, with the same
+    single host synchronisation. Skipped when value checks are off (it reads the data) and for
+    meta tensors.
+    """
+    if not _VALUE_CHECKS or not x.is_floating_point() or x.device.type == "meta" or not x.numel():
+        return
+    if torch.compiler.is_compiling():
+        return
+    lo, hi = torch.stack(torch.aminmax(x)).tolist()  # NaN/Inf propagate: one sync for both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(name, x)
+    if lo < -PIXEL_LIMIT or hi > PIXEL_LIMIT:
+        raise ValueError(
+            f"`{name}` holds values in [{lo:g}, {hi:g}], far outside the models' input range "
+            "[-1, 1] (unnormalised 0-255 pixels?); convert uint8 images [..., H, W, 3] with "
+            "spatialmem.data.to_model_range, i.e. (u8 / 255 - 0.5) / 0.5. Disable this check "
+            "with spatialmem.set_value_checks(False) if intended"
+        )
+
+
+def match_module(name: str, x: Tensor, module: torch.nn.Module) -> Tensor:
+    """Refuse ``x`` on another device than ``module``'s parameters; cast a floating ``x`` to their
+    dtype.
+
+    Runs before any check that reads values (so a frame on the ``meta`` device gets this error,
+    not a crash). Modules without floating parameters leave ``x`` unchanged.
+
+    Raises:
+        ValueError: ``x`` and the module's parameters are on different devices.
+    """
+    ref = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if ref is None:
+        return x
+    if x.device != ref.device:
+        raise ValueError(
+            f"`{name}` is on device {x.device} but the model's parameters are on {ref.device}; "
+            f"move the input with `{name}.to({str(ref.device)!r})` (or the model with "
+            f"`model.to({str(x.device)!r})`)"
+        )
+    if x.is_floating_point() and x.dtype != ref.dtype:
+        x = x.to(ref.dtype)
+    return x
+
+
+def check_images(
+    name: str, x: object, patch_size: int, channels: int = 3, *, pixel_range: bool = False
+) -> Tensor:
     """Validate a batch of images ``Float[Tensor, "B C H W"]`` for a patch-based model.
 
     Checks rank, the channel count, a floating dtype, ``H`` and ``W`` divisible by
-    ``patch_size`` and (when value checks are on) finite values.
+    ``patch_size`` and (when value checks are on) finite values and, with ``pixel_range``,
+    values within ``±PIXEL_LIMIT`` ([`check_pixel_range`][spatialmem._checks.check_pixel_range]).
     """
     x = check_tensor(
         name, x, ndim=4, floating=True, dims={1: channels}, expected=f"B {channels} H W"
@@ -177,7 +239,10 @@ def check_images(name: str, x: object, patch_size: int, channels: int = 3) -> Te
             f"`{name}` height and width must be positive multiples of the patch size "
             f"{patch_size}, got H={h}, W={w} ({_describe(x)})"
         )
-    check_finite(name, x)
+    if pixel_range:
+        check_pixel_range(name, x)  # includes the NaN/Inf check
+    else:
+        check_finite(name, x)
     return x
 
 

@@ -3,13 +3,16 @@
 ground truth, run the bundled demo."""
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -24,14 +27,109 @@ from spatialmem.data.image_inputs import (
     read_image,
 )
 from spatialmem.inference import FrameResult, OnlineReconstructor
-from spatialmem.interop import load_checkpoint
+from spatialmem.interop import CheckpointError, load_checkpoint
 from spatialmem.io import write_ply
 from spatialmem.models import DUSt3R, PairOutput, Spann3R, create_model, list_models
 from spatialmem.pipeline import export_reconstruction, reconstruct_frames
 
-__all__ = ["build_parser", "main", "reconstruct_pair", "reconstruct_sequence"]
+__all__ = ["CliError", "build_parser", "main", "reconstruct_pair", "reconstruct_sequence"]
 
 logger = logging.getLogger("spatialmem")
+
+USAGE = 2
+"""Exit status of a wrong command line (an argument's value, a missing argument)."""
+FAILURE = 1
+"""Exit status of a run that cannot be done (a missing or unreadable file, an unwritable output)."""
+
+
+class CliError(Exception):
+    """A fault reported as the one line ``spatialmem: error: <message>``.
+
+    Attributes:
+        exit_code: ``2`` for a wrong command line, ``1`` for a failure.
+    """
+
+    def __init__(self, message: str, exit_code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise CliError(f"{message} (see `{self.prog} --help`)", USAGE)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("spatialmem")
+    except (ImportError, PackageNotFoundError):  # pragma: no cover - not installed
+        from spatialmem import __version__
+
+        return __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+@dataclass
+class _ModelSpec:
+    """What the command line needs to know of a model before building it."""
+
+    name: str
+    kind: type
+    patch: int
+
+
+def _model_spec(name: str) -> _ModelSpec:
+    """Check a ``--model`` name and read its class and patch size (built on the meta device,
+    so nothing is allocated)."""
+    names = list_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CliError(
+            f"argument --model: unknown model {name!r}{hint} (`spatialmem models` lists them)",
+            USAGE,
+        )
+    with torch.device("meta"):
+        model = create_model(name)
+    if isinstance(model, Spann3R):
+        return _ModelSpec(name, Spann3R, model.config.dust3r.patch_size)
+    if isinstance(model, DUSt3R):
+        return _ModelSpec(name, DUSt3R, model.config.patch_size)
+    raise CliError(f"argument --model: {name!r} is neither a pair nor a Spann3R model", USAGE)
+
+
+def _check_size(size: int | tuple[int, int] | None, spec: _ModelSpec) -> None:
+    smallest = min(size) if isinstance(size, tuple) else size
+    if smallest is not None and smallest < spec.patch:
+        text = f"{size[0]} {size[1]}" if isinstance(size, tuple) else str(size)
+        raise CliError(
+            f"argument --size: {text} is smaller than one {spec.patch}x{spec.patch} patch of "
+            f"{spec.name}",
+            USAGE,
+        )
+
+
+def _check_checkpoint_file(checkpoint: str | None) -> None:
+    if checkpoint is None:
+        return
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CliError(f"argument --checkpoint: {path} does not exist")
+    if not path.is_file():
+        raise CliError(f"argument --checkpoint: {path} is not a file")
 
 
 def _read_image(path: Path, size: int | tuple[int, int] | None, patch: int) -> torch.Tensor:
@@ -44,7 +142,7 @@ def _size_arg(values: list[int] | None) -> int | tuple[int, int] | None:
     if not values:
         return None
     if len(values) > 2 or any(v <= 0 for v in values):
-        raise ValueError(f"--size takes one positive size S or H W, got {values}")
+        raise CliError(f"argument --size: takes one positive size S or H W, got {values}", USAGE)
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
@@ -118,9 +216,15 @@ def reconstruct_sequence(
 def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
     model = create_model(name)
     if not isinstance(model, (DUSt3R, Spann3R)):
-        raise SystemExit(f"model {name!r} is neither a pair model nor a Spann3R model")
+        raise CliError(f"model {name!r} is neither a pair model nor a Spann3R model", USAGE)
     if checkpoint:
-        report = load_checkpoint(model, checkpoint)
+        try:
+            report = load_checkpoint(model, checkpoint)
+        except CheckpointError as err:
+            text = str(err)
+            if checkpoint not in text:
+                text = f"checkpoint {checkpoint} does not fit {name}: {text}"
+            raise CliError(text) from err
         logger.info(
             "loaded %d tensors (%s layout) from %s", report.loaded, report.layout, checkpoint
         )
@@ -134,44 +238,79 @@ def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:
+        raise CliError(
+            f"no registered model matches {args.pattern!r} (`spatialmem models` lists them all)"
+        )
+    for name in names:
         sys.stdout.write(name + "\n")
     return 0
 
 
+def _image_file(text: str) -> Path:
+    """One image file given on the command line, checked before any compute."""
+    path = Path(text)
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
+    if path.is_dir():
+        raise CliError(f"{path} is a folder; `pair` takes two image files")
+    return path
+
+
 def _cmd_pair(args: argparse.Namespace) -> int:
-    model = _build(args.model, args.checkpoint)
-    if not isinstance(model, DUSt3R):
-        raise SystemExit(f"model {args.model!r} is not a pair model (see `spatialmem reconstruct`)")
+    spec = _model_spec(args.model)
+    if spec.kind is not DUSt3R:
+        raise CliError(
+            f"argument --model: {args.model!r} is not a pair model (see `spatialmem reconstruct`)",
+            USAGE,
+        )
     size = _size_arg(args.size)
-    patch = model.config.patch_size
-    img1 = _read_image(Path(args.image1), size, patch)
-    img2 = _read_image(Path(args.image2), size, patch)
-    _, summary = reconstruct_pair(model, img1, img2, Path(args.out))
+    _check_size(size, spec)
+    _check_checkpoint_file(args.checkpoint)
+    out = Path(args.out)
+    _check_writable(out, file=True)
+    img1 = _read_image(_image_file(args.image1), size, spec.patch)
+    img2 = _read_image(_image_file(args.image2), size, spec.patch)
+    if img1.shape != img2.shape:
+        raise CliError(
+            f"{args.image1} and {args.image2} come out as {tuple(img1.shape[1:])} and "
+            f"{tuple(img2.shape[1:])} pixels; give --size to bring both to one size",
+        )
+    model = _build(args.model, args.checkpoint)
+    assert isinstance(model, DUSt3R)
+    _, summary = reconstruct_pair(model, img1, img2, out)
     sys.stdout.write(json.dumps({"output": args.out, **summary}) + "\n")
     return 0
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    spec = _model_spec(args.model)
+    if spec.kind is not Spann3R:
+        raise CliError(
+            f"argument --model: {args.model!r} is not a Spann3R model (use `spatialmem pair` for "
+            "pair models)",
+            USAGE,
+        )
+    size = _size_arg(args.size)
+    _check_size(size, spec)
+    _check_checkpoint_file(args.checkpoint)
     paths = collect_inputs(args.images)
     is_video = len(paths) == 1 and paths[0].suffix.lower() in VIDEO_SUFFIXES
     if len(paths) < 2 and not is_video:
-        raise SystemExit("`reconstruct` needs at least 2 images (or a video)")
-    if not is_video and -(-len(paths) // max(args.keyframe_every, 1)) < 2:
-        raise SystemExit(
-            f"--keyframe-every {args.keyframe_every} keeps fewer than 2 of the "
-            f"{len(paths)} images; Spann3R needs at least 2"
+        raise CliError("`reconstruct` needs at least 2 images (or a video)", USAGE)
+    if not is_video and -(-len(paths) // args.keyframe_every) < 2:
+        raise CliError(
+            f"argument --keyframe-every: {args.keyframe_every} keeps fewer than 2 of the "
+            f"{len(paths)} images; Spann3R needs at least 2",
+            USAGE,
         )
     out = Path(args.out)
     ply_only = out.suffix.lower() == ".ply"
-    _check_writable(out.parent if ply_only else out)
+    _check_writable(out, file=ply_only)
+    frames = load_frames(paths, size=size, patch_size=spec.patch)
     model = _build(args.model, args.checkpoint)
-    if not isinstance(model, Spann3R):
-        raise SystemExit(
-            f"model {args.model!r} is not a Spann3R model (use `spatialmem pair` for pair models)"
-        )
-    patch = model.config.dust3r.patch_size
-    frames = load_frames(paths, size=_size_arg(args.size), patch_size=patch)
+    assert isinstance(model, Spann3R)
     if ply_only:
         _, summary = reconstruct_sequence(
             model, frames, out, keyframe_every=args.keyframe_every, progress=args.progress
@@ -191,13 +330,19 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(folder: Path) -> None:
-    """Fail before any compute when the output cannot be written."""
-    probe = folder
+def _check_writable(out: Path, *, file: bool) -> None:
+    """Fail before any compute when the output (a ``file`` or a folder) cannot be written."""
+    if file and out.is_dir():
+        raise CliError(f"argument --out: {out} is a folder, not a file")
+    if not file and out.exists() and not out.is_dir():
+        raise CliError(f"argument --out: {out} exists and is not a folder")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise CliError(f"argument --out: cannot write to {out} (not writable)")
+    probe = out.parent if file else out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise SystemExit(f"spatialmem: error: cannot write to {folder} ({probe} is not writable)")
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CliError(f"argument --out: cannot write to {out} ({probe} is not writable)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -205,7 +350,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.dataset:
         if not (args.root and args.scene):
-            raise SystemExit("spatialmem: error: --dataset needs --root and --scene")
+            raise CliError("--dataset needs --root and --scene", USAGE)
         from spatialmem.data.eval_datasets import load_sequence
         from spatialmem.pipeline import evaluate_sequence
 
@@ -217,7 +362,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seq = load_sequence(args.dataset, args.root, args.scene, **kwargs)
         model = _build(args.model, args.checkpoint)
         if not isinstance(model, Spann3R):
-            raise SystemExit(f"spatialmem: error: model {args.model!r} is not a Spann3R model")
+            raise CliError(f"argument --model: {args.model!r} is not a Spann3R model", USAGE)
         metrics, _ = evaluate_sequence(
             model, seq, align=args.align, threshold=args.threshold, icp_threshold=args.icp,
             progress=args.progress,
@@ -225,7 +370,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         name = seq.name
     else:
         if not (args.pred and args.gt):
-            raise SystemExit("spatialmem: error: give PRED and GT, or --dataset with --root")
+            raise CliError("give PRED and GT, or --dataset with --root", USAGE)
         pred, gt = _load_points(Path(args.pred)), _load_points(Path(args.gt))
         if pred.grid is not None and gt.grid is not None and pred.grid.shape == gt.grid.shape:
             metrics = evaluate_pointmaps(
@@ -234,10 +379,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             )  # fmt: skip
         else:
             if args.align != "none":
-                raise SystemExit(
-                    f"spatialmem: error: --align {args.align} needs per-pixel correspondences "
+                raise CliError(
+                    f"argument --align: {args.align} needs per-pixel correspondences "
                     "(two reconstruction folders with frames/*.npz of the same size); use "
-                    "--align none (optionally with --icp) for point clouds"
+                    "--align none (optionally with --icp) for point clouds",
+                    USAGE,
                 )
             metrics = evaluate_pointclouds(
                 pred.points, gt.points, threshold=args.threshold, icp_threshold=args.icp
@@ -262,7 +408,7 @@ def _load_points(path: Path) -> _Points:
     from spatialmem.io import load_frames_npz, read_ply
 
     if not path.exists():
-        raise SystemExit(f"spatialmem: error: {path} does not exist")
+        raise CliError(f"{path} does not exist")
     if path.is_dir():
         frames_dir = path / "frames" if (path / "frames").is_dir() else path
         data = load_frames_npz(frames_dir)
@@ -272,17 +418,32 @@ def _load_points(path: Path) -> _Points:
         )  # fmt: skip
         return _Points(grid[valid], grid, valid)
     if path.suffix.lower() != ".ply":
-        raise SystemExit(f"spatialmem: error: {path} is neither a folder nor a .ply file")
+        raise CliError(f"{path} is neither a folder nor a .ply file")
     return _Points(torch.as_tensor(read_ply(path).points).float())
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    spec = _model_spec(args.model)
+    for name, value in (("height", args.height), ("width", args.width)):
+        if value % spec.patch:
+            fit = max(spec.patch, round(value / spec.patch) * spec.patch)
+            raise CliError(
+                f"argument --{name}: {value} is not a multiple of the patch size {spec.patch} "
+                f"of {spec.name} (try {fit})",
+                USAGE,
+            )
+    if spec.kind is Spann3R and -(-args.frames // args.keyframe_every) < 2:
+        raise CliError(
+            f"argument --frames: the Spann3R demo needs at least 2 (key)frames; --frames "
+            f"{args.frames} with --keyframe-every {args.keyframe_every} keeps fewer",
+            USAGE,
+        )
+    _check_checkpoint_file(args.checkpoint)
+    out_path = Path(args.out)
+    _check_writable(out_path, file=True)
     torch.manual_seed(args.seed)
     model = _build(args.model, args.checkpoint)
-    out_path = Path(args.out)
     if isinstance(model, Spann3R):
-        if -(-args.frames // max(args.keyframe_every, 1)) < 2:
-            raise SystemExit("the Spann3R demo needs at least 2 (key)frames")
         frames = synthetic_sequence(args.frames, args.height, args.width, seed=args.seed)
         _, summary = reconstruct_sequence(
             model, frames, out_path, keyframe_every=args.keyframe_every
@@ -296,8 +457,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spatialmem`` command."""
-    parser = argparse.ArgumentParser(prog="spatialmem", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="spatialmem", description=__doc__)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors"
+    )
+    parser.add_argument("--version", action="version", version=f"spatialmem {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models")
@@ -328,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="published Spann3R .pth or a spatialmem checkpoint")
     p.add_argument("--size", type=int, nargs="+", metavar="S", help="S, or H W (see above)")
     p.add_argument(
-        "--keyframe-every", type=int, default=1, metavar="K", help="use every K-th frame"
+        "--keyframe-every", type=_positive_int, default=1, metavar="K", help="use every K-th frame"
     )
     p.add_argument(
         "--out",
@@ -371,9 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("7scenes", "nrgbd", "dtu"))
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--scene", help="scene (7scenes: scene/seq-XX)")
-    p.add_argument("--stride", type=int, help="keep every N-th frame (dataset default)")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--size-eval", type=int, default=224, help="square input size")
+    p.add_argument("--stride", type=_positive_int, help="keep every N-th frame (dataset default)")
+    p.add_argument("--max-frames", type=_positive_int)
+    p.add_argument("--size-eval", type=_positive_int, default=224, help="square input size")
     p.add_argument("--model", default="spann3r_vitl_dpt512")
     p.add_argument("--checkpoint")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
@@ -387,29 +551,62 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="spann3r_tiny", help="a Spann3R model, or a pair model (2 frames)"
     )
     p.add_argument("--checkpoint")
-    p.add_argument("--frames", type=int, default=8, help="frames of the sequence (Spann3R)")
-    p.add_argument("--keyframe-every", type=int, default=1, metavar="K")
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=96)
+    p.add_argument(
+        "--frames", type=_positive_int, default=8, help="frames of the sequence (Spann3R)"
+    )
+    p.add_argument("--keyframe-every", type=_positive_int, default=1, metavar="K")
+    p.add_argument("--height", type=_positive_int, default=64, help="a multiple of the patch")
+    p.add_argument("--width", type=_positive_int, default=96, help="a multiple of the patch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="spatialmem_demo.ply")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
+def _fail(message: str, exit_code: int) -> NoReturn:
+    line = " ".join(message.split())  # one line, whatever the message holds
+    sys.stderr.write(f"spatialmem: error: {line}\n")
+    raise SystemExit(exit_code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``spatialmem`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``spatialmem`` command.
+
+    Every fault ends in one line on stderr, ``spatialmem: error: <message>`` naming the file or
+    the argument at fault, with exit status 2 for a wrong command line (a bad argument value, an
+    unknown model) and 1 for a run that cannot be done (a missing, unreadable or unfitting file,
+    an unwritable output). Arguments and inputs are checked, and every image read, before the
+    model is built. With ``-v`` the traceback is printed above that line.
+
+    Returns:
+        ``0`` on success.
+
+    Raises:
+        SystemExit: on any fault (after writing the line), and for ``--help`` and ``--version``.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except CliError as err:
+        _fail(str(err), err.exit_code)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+    except CliError as err:
         if args.verbose:
-            raise
-        raise SystemExit(f"spatialmem: error: {err}") from None
+            traceback.print_exc()
+        _fail(str(err), err.exit_code)
+    except (ValueError, OSError, ImportError) as err:  # FileNotFoundError is an OSError
+        if args.verbose:
+            traceback.print_exc()
+        _fail(str(err), FAILURE)
+    except Exception as err:  # an unexpected fault: still one line, the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        _fail(f"{type(err).__name__}: {err}{hint}", FAILURE)
 
 
 if __name__ == "__main__":  # pragma: no cover

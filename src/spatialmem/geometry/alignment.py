@@ -93,9 +93,10 @@ def umeyama(
 
     Raises:
         TypeError: non-tensor or non-floating points, or a mask that is not bool.
-        ValueError: shapes that are not ``[B, N, 3]`` / ``[B, N]``, negative weights, or a batch
-            element with fewer than three points of positive weight (the fit is then not
-            unique). The last two checks read tensor values; with value checks off
+        ValueError: shapes that are not ``[B, N, 3]`` / ``[B, N]``, NaN/Inf points of positive
+            weight, negative weights, or a batch element with fewer than three points of
+            positive weight (the fit is then not unique). The last three checks read tensor
+            values; with value checks off
             ([`set_value_checks(False)`][spatialmem.set_value_checks]) they are skipped and such
             an element gets the identity.
 
@@ -129,6 +130,13 @@ def umeyama(
     keep = w > 0  # also drops NaN weights
     degenerate = keep.sum(1) < 3
     if value_checks_enabled():
+        for name, pts in (("src", src), ("dst", dst)):
+            n_bad = int((~torch.isfinite(pts).all(-1) & keep).sum())
+            if n_bad:
+                raise ValueError(
+                    f"`{name}` holds NaN/Inf at {n_bad} point(s) of positive weight (shape "
+                    f"{tuple(pts.shape)}); mask them out with `mask` or `weights`"
+                )
         if weights is not None and bool((w < 0).any()):
             raise ValueError("`weights` must be non-negative")
         if bool(degenerate.any()):

@@ -9,8 +9,9 @@ image centre ``(W / 2, H / 2)`` unless given otherwise.
 import torch
 from torch import Tensor
 
+from spatialmem._checks import checks_active
 from spatialmem._typing import Float
-from spatialmem.geometry.transforms import invert_rigid, transform_points
+from spatialmem.geometry.transforms import check_rigid, invert_rigid, transform_points
 
 __all__ = [
     "depth_to_points",
@@ -88,14 +89,23 @@ def points_in_camera(
 
     Returns:
         ``inverse(cam_to_world[b]) @ [points[b], 1]``, shaped like ``points`` (a new tensor).
+
+    Raises:
+        ValueError: ``cam_to_world`` is not rigid, e.g. singular (the values are read only when
+            value checks are on, see [`check_rigid`][spatialmem.geometry.transforms.check_rigid]).
     """
+    if checks_active():
+        check_rigid("cam_to_world", cam_to_world)
     return transform_points(invert_rigid(cam_to_world), points)
 
 
 def points_to_depth(
     points: Float[Tensor, "B H W 3"], cam_to_world: Float[Tensor, "B 4 4"]
 ) -> Float[Tensor, "B H W"]:
-    """Depth (camera ``z``) of world points seen from the given cameras."""
+    """Depth (camera ``z``) of world points seen from the given cameras (``cam_to_world`` must
+    be rigid, see [`points_in_camera`][spatialmem.geometry.camera.points_in_camera])."""
+    if checks_active():
+        check_rigid("cam_to_world", cam_to_world)
     return transform_points(invert_rigid(cam_to_world), points)[..., 2]
 
 

@@ -7,9 +7,11 @@ A rigid transform is ``[[R, t], [0, 1]]``; a similarity (Sim(3)) ``[[s R, t], [0
 import torch
 from torch import Tensor
 
+from spatialmem._checks import check_finite, check_tensor, value_checks_enabled
 from spatialmem._typing import Float
 
 __all__ = [
+    "check_rigid",
     "compose",
     "invert_rigid",
     "invert_sim3",
@@ -45,6 +47,50 @@ def sim3(
 def sim3_scale(transform: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch"]:
     """The scale ``s`` of a similarity (``1`` for a rigid transform)."""
     return torch.linalg.det(transform[..., :3, :3]).abs().pow(1.0 / 3.0)
+
+
+def check_rigid(name: str, transform: object, *, atol: float = 1e-3) -> Tensor:
+    """Raise unless ``transform`` is a batch of rigid ``[..., 4, 4]`` transforms.
+
+    The shape is always checked; the values (finite, ``R^T R = I`` and ``det R = 1`` within
+    ``atol``, last row ``[0, 0, 0, 1]``) only when value checks are on
+    ([`set_value_checks`][spatialmem.set_value_checks]), since reading them syncs with the GPU.
+
+    Args:
+        name: argument name for the error message.
+        transform: the value to check.
+        atol: absolute tolerance of the orthonormality and last-row tests.
+
+    Returns:
+        ``transform``, typed as a tensor.
+
+    Raises:
+        TypeError: not a floating tensor.
+        ValueError: wrong shape, NaN/Inf, or a non-rigid (e.g. singular or scaled) transform.
+    """
+    x = check_tensor(name, transform, floating=True, expected="... 4 4")
+    if x.ndim < 2 or tuple(x.shape[-2:]) != (4, 4):
+        raise ValueError(f"`{name}` must be [..., 4, 4] transforms, got shape {tuple(x.shape)}")
+    if not value_checks_enabled() or x.device.type == "meta" or not x.numel():
+        return x
+    check_finite(name, x)
+    rot = x[..., :3, :3].double()
+    eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+    ortho = (rot.transpose(-1, -2) @ rot - eye).abs().amax(dim=(-1, -2))
+    det = torch.linalg.det(rot)
+    last = x[..., 3, :].double() - torch.tensor([0.0, 0.0, 0.0, 1.0], device=x.device).double()
+    bad = (ortho > atol) | ((det - 1).abs() > atol) | (last.abs().amax(-1) > atol)
+    if bool(bad.any()):
+        idx = torch.nonzero(bad.reshape(-1)).flatten().tolist()[:5]
+        flat_det = det.reshape(-1)
+        raise ValueError(
+            f"`{name}` must be rigid [[R, t], [0, 1]] with R a rotation (R^T R = I, det R = 1); "
+            f"transform(s) {idx} (flattened batch index) are not: det R = "
+            f"{[round(float(flat_det[i]), 6) for i in idx]}, max |R^T R - I| = "
+            f"{[round(float(ortho.reshape(-1)[i]), 6) for i in idx]}. A singular or scaled pose "
+            "cannot be inverted as a camera pose"
+        )
+    return x
 
 
 def invert_rigid(transform: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:

@@ -47,7 +47,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_tensor, internal_calls
+from spatialmem._checks import check_images, check_tensor, internal_calls, match_module
 from spatialmem._typing import Float, Int, Shaped
 from spatialmem.encoders import EncodedFrame
 from spatialmem.models.dust3r import DUSt3R, PairDecoding
@@ -207,13 +207,14 @@ def _score_matrix(pair_model: DUSt3R, encoded: EncodedFrame, batch_size: int) ->
     return matrix
 
 
-def _check_frames(name: str, frames: object, patch_size: int) -> Tensor:
+def _check_frames(name: str, frames: object, model: DUSt3R) -> Tensor:
     frames = check_tensor(name, frames, ndim=4, floating=True, dims={1: 3}, expected="N 3 H W")
+    frames = match_module(name, frames, model)
     if frames.shape[0] < 2:
         raise ValueError(
             f"`{name}` needs at least 2 frames (N >= 2), got shape {tuple(frames.shape)}"
         )
-    return check_images(name, frames, patch_size)
+    return check_images(name, frames, model.config.patch_size, pixel_range=True)
 
 
 def pair_scores(
@@ -231,15 +232,22 @@ def pair_scores(
     Args:
         pair_model: a [`DUSt3R`][spatialmem.models.DUSt3R] (for Spann3R: ``model.dust3r``).
         frames: ``N >= 2`` frames in [-1, 1] of one size, ``H``/``W`` multiples of the patch
-            size.
+            size, on the model's device (any floating dtype, cast to the model's parameter
+            dtype).
         batch_size: pairs (and frames, for the encoder) per forward pass.
 
     Returns:
         ``[N, N]`` float scores on the frames' device (row = view 1, column = view 2).
+
+    Raises:
+        TypeError: ``pair_model`` is not a DUSt3R, ``frames`` not a floating tensor.
+        ValueError: bad shape or ``batch_size``, ``frames`` on another device than the model,
+            NaN/Inf values or values far outside [-1, 1] (value checks, see
+            [`set_value_checks`][spatialmem.set_value_checks]).
     """
     if not isinstance(pair_model, DUSt3R):
         raise TypeError(f"`pair_model` must be a DUSt3R, got {type(pair_model).__name__}")
-    frames = _check_frames("frames", frames, pair_model.config.patch_size)
+    frames = _check_frames("frames", frames, pair_model)
     batch_size = _check_batch_size(batch_size)
     with _eval_mode(pair_model):
         encoded = _encode_all(pair_model.encode, frames, batch_size)
@@ -424,7 +432,8 @@ def offline_reconstruction(
     Args:
         model: a [`Spann3R`][spatialmem.models.Spann3R].
         frames: ``[B, N, 3, H, W]`` (or ``[N, 3, H, W]``, treated as ``B = 1``) with ``N >= 2``
-            frames per collection in [-1, 1], ``H``/``W`` multiples of the patch size. The
+            frames per collection in [-1, 1], ``H``/``W`` multiples of the patch size, on the
+            model's device (any floating dtype, cast to the model's parameter dtype). The
             frames' order is irrelevant except for tie-breaking.
         order: ``"next_best_view"`` or ``"spanning_tree"``.
         batch_size: pairs / candidates (and frames, for the encoder) per forward pass.
@@ -435,6 +444,12 @@ def offline_reconstruction(
         [`OfflineResult`][spatialmem.inference.OfflineResult] (the reconstruction is in
         reconstruction order; see
         [`OfflineResult.to_input_order`][spatialmem.inference.OfflineResult.to_input_order]).
+
+    Raises:
+        TypeError: ``model`` is not a Spann3R, ``frames`` not a floating tensor.
+        ValueError: bad shape, ``order`` or ``batch_size``, ``frames`` on another device than the
+            model, NaN/Inf values or values far outside [-1, 1] (value checks, see
+            [`set_value_checks`][spatialmem.set_value_checks]).
     """
     if not isinstance(model, Spann3R):
         raise TypeError(f"`model` must be a Spann3R, got {type(model).__name__}")
@@ -445,11 +460,12 @@ def offline_reconstruction(
     if frames.ndim == 4:
         frames = frames.unsqueeze(0)
     check_tensor("frames", frames, ndim=5, floating=True, dims={2: 3}, expected="B N 3 H W")
+    frames = match_module("frames", frames, model)
     if frames.shape[1] < 2:
         raise ValueError(
             f"`frames` needs at least 2 frames per collection (N >= 2), got {tuple(frames.shape)}"
         )
-    check_images("frames", frames.flatten(0, 1), model.config.dust3r.patch_size)
+    check_images("frames", frames.flatten(0, 1), model.config.dust3r.patch_size, pixel_range=True)
 
     orders, outs, matrices, firsts, all_choices = [], [], [], [], []
     with _eval_mode(model):

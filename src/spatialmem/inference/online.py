@@ -18,7 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_finite, check_tensor, internal_calls
+from spatialmem._checks import (
+    check_pixel_range,
+    check_tensor,
+    internal_calls,
+    match_module,
+)
 from spatialmem._typing import Float
 from spatialmem.encoders import EncodedFrame
 from spatialmem.heads import HeadOutput
@@ -191,8 +196,10 @@ class OnlineReconstructor:
         """Feed the next frame of the stream.
 
         Args:
-            frame: ``[3, H, W]`` or ``[B, 3, H, W]`` in [-1, 1]; the same shape as the stream's
-                first frame, ``H``/``W`` multiples of the patch size.
+            frame: ``[3, H, W]`` or ``[B, 3, H, W]`` in [-1, 1] (see
+                [`to_model_range`][spatialmem.data.to_model_range]); the same shape as the
+                stream's first frame, ``H``/``W`` multiples of the patch size, on the model's
+                device. Any floating dtype is accepted and cast to the model's parameter dtype.
 
         Returns:
             The final [`FrameResult`][spatialmem.inference.FrameResult] of the previously processed
@@ -200,7 +207,10 @@ class OnlineReconstructor:
             ``keyframe_every``.
 
         Raises:
-            ValueError: bad frame shape, size or batch; model in training mode.
+            TypeError: ``frame`` is not a floating tensor.
+            ValueError: bad frame shape, size or batch; a frame on another device than the model;
+                NaN/Inf values or values far outside [-1, 1] (value checks, see
+                [`set_value_checks`][spatialmem.set_value_checks]); model in training mode.
             RuntimeError: the stream was finished (call
                 [`reset`][spatialmem.inference.OnlineReconstructor.reset]).
         """
@@ -272,6 +282,11 @@ class OnlineReconstructor:
 
         Yields:
             [`FrameResult`][spatialmem.inference.FrameResult] of every processed frame, in order.
+
+        Raises:
+            ValueError: ``frames`` holds no frame at all (with ``reset=True``), or exactly one
+                processed frame (see [`finish`][spatialmem.inference.OnlineReconstructor.finish]);
+                the errors of [`step`][spatialmem.inference.OnlineReconstructor.step].
         """
         if reset:
             self.reset()
@@ -279,13 +294,20 @@ class OnlineReconstructor:
             frames = frames.unbind(1)
         total = len(frames) if hasattr(frames, "__len__") else None
         bar = _progress_bar(total) if progress else None
+        seen = 0
         try:
             for frame in frames:
+                seen += 1
                 result = self.step(frame)
                 if bar is not None:
                     bar.update(1)
                 if result is not None:
                     yield result
+            if seen == 0 and reset:
+                raise ValueError(
+                    "`frames` is empty: a stream needs at least 2 frames (Spann3R reconstructs "
+                    "frames in pairs)"
+                )
             last = self.finish()
             if last is not None:
                 yield last
@@ -308,6 +330,10 @@ class OnlineReconstructor:
             One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order;
             ``[r.pts3d for r in out]`` stacked along a new frame axis equals
             ``Spann3R.forward(frames).pts3d``.
+
+        Raises:
+            ValueError: as for [`stream`][spatialmem.inference.OnlineReconstructor.stream] (e.g.
+                an empty ``frames``).
         """
         return list(self.stream(frames, progress=progress, reset=reset))
 
@@ -436,6 +462,7 @@ class OnlineReconstructor:
         ``read_values`` also rejects NaN/Inf (a device sync; skipped for frames not processed).
         """
         x = check_tensor("frame", frame, floating=True, expected="3 H W or B 3 H W")
+        x = match_module("frame", x, self.model)
         shape = tuple(x.shape)
         if x.ndim not in (3, 4) or shape[-3] != 3:
             raise ValueError(
@@ -456,7 +483,7 @@ class OnlineReconstructor:
                 "(call reset() to start a new stream)"
             )
         if read_values:
-            check_finite("frame", x)
+            check_pixel_range("frame", x)  # NaN/Inf and the [-1, 1] range, one host sync
         self._shape = shape
         return x[None] if x.ndim == 3 else x
 

@@ -4,6 +4,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,12 +111,48 @@ def _read(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[s
     # one class keeps `weights_only=True` (no arbitrary code runs while unpickling).
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in several types
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        # A text file can read as "pickle" opcodes too: the advice is only for torch.save files.
+        refused = found is not None or "weights only" in str(exc).lower()
+        if not (refused and _torch_format(path)):
+            raise CheckpointError(_unreadable(path, exc)) from exc
+        what = f" (it holds a {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"could not load {path} with weights_only=True: {exc}. spatialmem never unpickles "
-            "arbitrary objects; re-save the file's state dict with torch.save."
+            f"{path} holds pickled Python objects that weights_only=True refuses{what}. "
+            "spatialmem never unpickles arbitrary objects; if you trust the file, load it with "
+            "torch.load(weights_only=False) and re-save its state dict with torch.save."
         ) from exc
+    except Exception as exc:  # truncated archives, empty or foreign files: several types
+        raise CheckpointError(_unreadable(path, exc)) from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path} holds a {type(obj).__name__}, not a checkpoint (expected a state dict or "
+            "a dict with one)"
+        )
+    return obj
+
+
+def _torch_format(path: Path) -> bool:
+    """Whether the file starts like a ``torch.save`` file (a zip archive or a binary pickle)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head[:1] == b"\x80" or head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path)
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``path`` is not a readable PyTorch checkpoint, in one sentence."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        reason = "the file is empty"
+    elif _torch_format(path):
+        detail = str(exc).split(". ")[0].strip() or type(exc).__name__
+        reason = f"it is truncated or corrupt ({detail})"
+    else:
+        reason = f"it is not a file written by torch.save (it begins with {head!r})"
+    return f"{path} is not a readable PyTorch checkpoint: {reason}; download or save it again"
 
 
 def _unwrap(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
@@ -144,7 +183,14 @@ def _translate(
     own = model.state_dict()
     if layout == "spatialmem" or set(state) <= set(own):
         return dict(state), [k for k in state if k not in own], "spatialmem"
-    back = official_keymap(model).official_to_ours(list(own))
+    try:
+        back = official_keymap(model).official_to_ours(list(own))
+    except TypeError:  # no official layout: only spatialmem's naming applies
+        back = {}
+    # The layout whose key set overlaps the checkpoint's most: a spatialmem state dict with an
+    # extra key is reported as such, not as an official one missing every key.
+    if len(set(state) & set(own)) >= len(set(state) & set(back)):
+        return dict(state), [k for k in state if k not in own], "spatialmem"
     mapped: dict[str, Tensor] = {}
     source: dict[str, str] = {}
     unexpected = []
@@ -208,6 +254,26 @@ def _check_header(model: nn.Module, obj: Mapping[str, Any]) -> tuple[list[str], 
     return mismatch, metadata
 
 
+def _cast_floats(state: dict[str, Tensor], own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Cast floating-point tensors stored in another dtype than the model's, with a warning."""
+    casts: dict[tuple[torch.dtype, torch.dtype], list[str]] = {}
+    for key, value in state.items():
+        target = own[key].dtype
+        if value.is_floating_point() and own[key].is_floating_point() and value.dtype != target:
+            casts.setdefault((value.dtype, target), []).append(key)
+    for (src, dst), keys in casts.items():
+        logger.warning(
+            "load_checkpoint: %d tensors stored as %s are cast to the model's %s: %s",
+            len(keys),
+            src,
+            dst,
+            _summary(keys),
+        )
+        for key in keys:
+            state[key] = state[key].to(dst)
+    return state
+
+
 def _summary(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -230,7 +296,9 @@ def load_checkpoint(
     configuration are compared with the model's (differences are logged and listed in
     [`LoadReport.config_mismatch`][spatialmem.interop.LoadReport.config_mismatch]; they do not
     stop the loading) and the saved ``extra`` entries are returned as
-    [`LoadReport.metadata`][spatialmem.interop.LoadReport.metadata].
+    [`LoadReport.metadata`][spatialmem.interop.LoadReport.metadata]. Floating-point tensors
+    stored in another dtype than the model's (e.g. ``float64``) are cast to the model's dtype,
+    with a logged warning naming them.
 
     Args:
         model: the model to fill, e.g. from
@@ -242,8 +310,13 @@ def load_checkpoint(
         A [`LoadReport`][spatialmem.interop.LoadReport].
 
     Raises:
-        CheckpointError: keys or shapes do not match (the message lists them), the file cannot
-            be read safely, or it was written by a newer spatialmem format version.
+        FileNotFoundError: no file at ``path_or_dict``.
+        CheckpointError: keys or shapes do not match (the message lists them and names the
+            layout, official or spatialmem, that the checkpoint's keys match best); the file is
+            not a readable PyTorch checkpoint (empty, truncated, corrupt or another kind of
+            file; the message names it); it holds pickled Python objects that
+            ``weights_only=True`` refuses; or it was written by a newer spatialmem format
+            version.
     """
     obj = _read(path_or_dict)
     state, declared = _unwrap(obj)
@@ -266,10 +339,13 @@ def load_checkpoint(
             parts.append(f"missing {len(missing)} keys: {_summary(missing)}")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} keys: {_summary(unexpected)}")
+        stored_class = obj.get("model_class") if declared else None
+        if stored_class is not None and any(m.startswith("model_class:") for m in config_mismatch):
+            parts.insert(0, f"it was saved from a {stored_class}, not a {type(model).__name__}")
         raise CheckpointError(
             f"checkpoint ({layout} layout) does not fit {type(model).__name__}: " + "; ".join(parts)
         )
-    to_load = {k: v for k, v in mapped.items() if k in own}
+    to_load = _cast_floats({k: v for k, v in mapped.items() if k in own}, own)
     on_meta = any(t.is_meta for t in own.values())
     model.load_state_dict(to_load, strict=False, assign=on_meta)
     if missing or unexpected:

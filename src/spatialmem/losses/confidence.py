@@ -9,6 +9,7 @@ confidence so that it cannot collapse to 1 everywhere.
 from torch import Tensor
 
 from spatialmem.losses.base import Criterion
+from spatialmem.losses.normalize import check_confidence_values
 from spatialmem.losses.regression import (
     NormMode,
     RegressionOutput,
@@ -118,7 +119,15 @@ class ConfidenceRegression(Criterion):
         self.log_name = log_name
 
     def forward(self, pred: StepPredictions, target: SequenceTarget) -> RegressionOutput:
-        """Compute the loss; ``terms`` holds the confidence-weighted term values."""
+        """Compute the loss; ``terms`` holds the confidence-weighted term values.
+
+        Raises:
+            ValueError: mismatched shapes, a sample without valid pixel, NaN/Inf predictions or
+                ground truth at a valid pixel, a confidence below 1 at a valid pixel, or a
+                non-rigid ``camera_pose0`` (value checks, see
+                [`set_value_checks`][spatialmem.set_value_checks]).
+        """
+        check_confidence_values(pred, target)
         terms = regression_terms(
             pred, target, alpha=self.alpha, norm_mode=self.norm_mode,
             batch_coupled=self.batch_coupled,

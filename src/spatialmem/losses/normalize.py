@@ -17,8 +17,10 @@ the official code.
 import torch
 from torch import Tensor
 
+from spatialmem._checks import checks_active, value_checks_enabled
 from spatialmem._typing import Bool, Float, Int
 from spatialmem.geometry.camera import points_in_camera
+from spatialmem.geometry.transforms import check_rigid
 from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
@@ -30,6 +32,67 @@ __all__ = [
 ]
 
 _EPS = 1e-8
+
+
+def _values_checked() -> bool:
+    return value_checks_enabled() and checks_active()
+
+
+def _check_finite_at(name: str, x: Tensor, valid: Tensor) -> None:
+    bad = ~torch.isfinite(x)
+    if bad.ndim > valid.ndim:
+        bad = bad.flatten(valid.ndim).any(-1)
+    bad = bad & valid
+    if bool(bad.any()):
+        first = tuple(torch.nonzero(bad)[0].tolist())
+        raise ValueError(
+            f"`{name}` holds NaN/Inf at {int(bad.sum())} valid pixel(s) (first at index {first}, "
+            f"shape {tuple(x.shape)}); the loss would be NaN. Mark such pixels invalid in "
+            "`SequenceTarget.valid`, or disable this check with spatialmem.set_value_checks(False)"
+        )
+
+
+def check_loss_values(pred: StepPredictions, target: SequenceTarget) -> None:
+    """Value checks of the losses' inputs (skipped when value checks are off or the call comes
+    from inside the library): predictions and ground truth finite at valid pixels, and a rigid
+    ``camera_pose0``. Invalid pixels may hold anything (they never reach the loss).
+
+    Raises:
+        ValueError: naming the offending field.
+    """
+    if not _values_checked():
+        return
+    valid = target.valid
+    check_rigid("SequenceTarget.camera_pose0", target.camera_pose0)
+    _check_finite_at("SequenceTarget.pts3d", target.pts3d, valid)
+    _check_finite_at("StepPredictions.pts_view1", pred.pts_view1, valid[:, :-1])
+    _check_finite_at("StepPredictions.pts_view2", pred.pts_view2, valid[:, 1:])
+
+
+def check_confidence_values(pred: StepPredictions, target: SequenceTarget) -> None:
+    """Value check of the confidence-weighted losses: confidences at valid pixels are finite and
+    ``>= 1`` (the heads' ``1 + exp(x)``; below 1 the ``-alpha log C`` term is unbounded).
+
+    Raises:
+        ValueError: naming the offending field and its smallest value.
+    """
+    check_matching(pred, target)
+    if not _values_checked():
+        return
+    valid = target.valid
+    for name, conf, mask in (
+        ("StepPredictions.conf_view1", pred.conf_view1, valid[:, :-1]),
+        ("StepPredictions.conf_view2", pred.conf_view2, valid[:, 1:]),
+    ):
+        _check_finite_at(name, conf, mask)
+        low = (conf < 1) & mask
+        if bool(low.any()):
+            raise ValueError(
+                f"`{name}` must be >= 1 at valid pixels (confidences are 1 + exp(x)), got "
+                f"{int(low.sum())} value(s) below 1 (smallest {float(conf[mask].min()):g}); the "
+                "confidence-weighted loss would be unbounded (inf for 0). Disable this check with "
+                "spatialmem.set_value_checks(False) if intended"
+            )
 
 
 def gt_in_camera0(
@@ -135,6 +198,7 @@ def sequence_factors(
         ``(pr_factor [B], gt_factor [B])``; ``gt_factor`` carries no gradient.
     """
     check_matching(pred, target)
+    check_loss_values(pred, target)
     with torch.no_grad():
         gt = gt_in_camera0(target.pts3d, target.camera_pose0)
         gt_factor = avg_distance_factor(gt, target.valid, batch_coupled=batch_coupled)

@@ -25,7 +25,12 @@ from torch import Tensor
 from spatialmem._checks import value_checks_enabled
 from spatialmem._typing import Bool, Float, Int, Shaped
 from spatialmem.losses.base import Criterion, LossOutput
-from spatialmem.losses.normalize import _sequence_factor, avg_distance_factor, gt_in_camera0
+from spatialmem.losses.normalize import (
+    _sequence_factor,
+    avg_distance_factor,
+    check_loss_values,
+    gt_in_camera0,
+)
 from spatialmem.types import SequenceTarget, StepPredictions, check_matching
 
 __all__ = [
@@ -243,6 +248,7 @@ def regression_terms(
     check_matching(pred, target)
     _check_options(norm_mode, alpha)
     check_some_valid(target.valid)
+    check_loss_values(pred, target)
     valid = target.valid
     valid_l, valid_r = valid[:, :-1], valid[:, 1:]
     gt, pts_l, pts_r, conf_l, conf_r = _zero_invalid(pred, target)

@@ -45,7 +45,12 @@ from torch import Tensor
 from spatialmem._typing import Float, Int
 from spatialmem.geometry.alignment import masked_median, median_scale
 from spatialmem.losses.base import Criterion, LossOutput
-from spatialmem.losses.normalize import avg_distance_factor, gt_in_camera0, sequence_pred_factor
+from spatialmem.losses.normalize import (
+    avg_distance_factor,
+    check_loss_values,
+    gt_in_camera0,
+    sequence_pred_factor,
+)
 from spatialmem.losses.regression import (
     NormMode,
     _check_options,
@@ -216,6 +221,7 @@ class ScaleShiftInvariant(Criterion):
         """Align the predictions and compute the frame loss (inputs are left untouched)."""
         check_matching(pred, target)
         check_some_valid(target.valid)
+        check_loss_values(pred, target)
         valid = target.valid
         gt = gt_in_camera0(target.pts3d, target.camera_pose0)
         pts_l, pts_r, pr_factor = self._normalised_predictions(pred, valid)

@@ -7,6 +7,7 @@ from torch import Tensor
 from spatialmem._typing import Bool, Float
 from spatialmem.losses.base import Criterion
 from spatialmem.losses.confidence import confidence_output
+from spatialmem.losses.normalize import check_confidence_values
 from spatialmem.losses.regression import RegressionOutput, _check_options, regression_terms
 from spatialmem.losses.scale import scale_loss
 from spatialmem.types import SequenceTarget, StepPredictions
@@ -84,7 +85,13 @@ class Spann3RLoss(Criterion):
 
     def forward(self, pred: StepPredictions, target: SequenceTarget) -> SequenceLossOutput:
         """Compute the loss; see [`SequenceLossOutput`][spatialmem.losses.SequenceLossOutput] for
-        the fields."""
+        the fields.
+
+        Raises:
+            ValueError: as for [`ConfidenceRegression`][spatialmem.losses.ConfidenceRegression]
+                (NaN/Inf at valid pixels, a confidence below 1, a non-rigid ``camera_pose0``).
+        """
+        check_confidence_values(pred, target)
         terms = regression_terms(
             pred, target, alpha=self.alpha, norm_mode="avg_dis", batch_coupled=self.batch_coupled
         )

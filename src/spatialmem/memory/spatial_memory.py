@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spatialmem._checks import check_same_batch, check_tensor, checks_active, internal_calls
+from spatialmem._checks import (
+    check_finite,
+    check_same_batch,
+    check_tensor,
+    checks_active,
+    internal_calls,
+)
 from spatialmem._typing import Bool, Float
 from spatialmem.memory import ops
 from spatialmem.memory.state import MemoryState
@@ -357,6 +363,10 @@ class SpatialMemory(nn.Module):
 
         Returns:
             ``(fused, new_state)``.
+
+        Raises:
+            ValueError: wrong token shapes or a batch mismatch with ``state``; NaN/Inf in ``query``
+                (a value check, see [`set_value_checks`][spatialmem.set_value_checks]).
         """
         if checks_active():
             self._check_tokens("query", query, state)
@@ -398,6 +408,10 @@ class SpatialMemory(nn.Module):
 
         Returns:
             The new state.
+
+        Raises:
+            ValueError: wrong token shapes or a batch mismatch with ``state``; NaN/Inf keys or
+                values (a value check, see [`set_value_checks`][spatialmem.set_value_checks]).
         """
         b, p, _ = key.shape
         if checks_active():
@@ -477,6 +491,10 @@ class SpatialMemory(nn.Module):
 
         Returns:
             The new state.
+
+        Raises:
+            ValueError: wrong token shapes or a batch mismatch with ``state``; NaN/Inf keys or
+                values (a value check, see [`set_value_checks`][spatialmem.set_value_checks]).
         """
         if checks_active():
             self._check_tokens("key", key, state)
@@ -618,6 +636,7 @@ class SpatialMemory(nn.Module):
             )
         if state.dim != c:
             raise ValueError(f"memory state has width {state.dim}, the memory expects {c}")
+        check_finite(name, x)  # a value check: NaN would poison every later read-out
 
 
 def _put_rows(

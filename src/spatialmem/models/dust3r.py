@@ -6,7 +6,13 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_same_batch, internal_calls
+from spatialmem._checks import (
+    check_images,
+    check_same_batch,
+    check_tensor,
+    internal_calls,
+    match_module,
+)
 from spatialmem._typing import Float
 from spatialmem.decoders import TwinDecoder
 from spatialmem.encoders import CroCoEncoder, EncodedFrame
@@ -184,17 +190,27 @@ class DUSt3R(nn.Module):
         """Predict pointmaps and confidences for an image pair.
 
         Args:
-            img1: view-1 images in [-1, 1] (``(u8 / 255 - 0.5) / 0.5``), ``H1, W1`` multiples of
-                the patch size.
+            img1: view-1 images in [-1, 1] (``(u8 / 255 - 0.5) / 0.5``, see
+                [`to_model_range`][spatialmem.data.to_model_range]), ``H1, W1`` multiples of
+                the patch size, on the model's device. Any floating dtype is accepted and cast to
+                the model's parameter dtype.
             img2: view-2 images, same batch size; may differ in size from ``img1``.
 
         Returns:
             [`PairOutput`][spatialmem.models.PairOutput] with both views' points in view 1's camera
             frame.
+
+        Raises:
+            TypeError: an input is not a floating tensor.
+            ValueError: wrong shape, batch mismatch, an input on another device than the model,
+                NaN/Inf values or values far outside [-1, 1] (the last two are value checks, see
+                [`set_value_checks`][spatialmem.set_value_checks]).
         """
         p = self.config.patch_size
-        check_images("img1", img1, p)
-        check_images("img2", img2, p)
+        img1 = match_module("img1", check_tensor("img1", img1, floating=True), self)
+        img2 = match_module("img2", check_tensor("img2", img2, floating=True), self)
+        check_images("img1", img1, p, pixel_range=True)
+        check_images("img2", img2, p, pixel_range=True)
         check_same_batch(["img1", "img2"], [img1, img2])
         with internal_calls():
             out = self.predict_pair(*self.encode_pair(img1, img2))

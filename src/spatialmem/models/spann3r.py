@@ -23,7 +23,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from spatialmem._checks import check_images, check_same_batch, check_tensor, internal_calls
+from spatialmem._checks import (
+    check_images,
+    check_same_batch,
+    check_tensor,
+    internal_calls,
+    match_module,
+)
 from spatialmem._typing import Float
 from spatialmem.encoders import EncodedFrame
 from spatialmem.heads import HeadOutput, TokenMLP
@@ -277,8 +283,10 @@ class Spann3R(nn.Module):
         """Reconstruct every frame of a batch of sequences in frame 0's coordinates.
 
         Args:
-            frames: ``T >= 2`` frames per sequence in [-1, 1], ``H``/``W`` multiples of the patch
-                size, all frames of one size.
+            frames: ``T >= 2`` frames per sequence in [-1, 1] (see
+                [`to_model_range`][spatialmem.data.to_model_range]), ``H``/``W`` multiples of the
+                patch size, all frames of one size, on the model's device. Any floating dtype is
+                accepted and cast to the model's parameter dtype.
             return_steps: also return both views of every step
                 ([SequenceOutput.steps][spatialmem.models.SequenceOutput.steps]); default: in
                 training mode only. In eval mode without it the second head runs on the last step
@@ -286,14 +294,23 @@ class Spann3R(nn.Module):
 
         Returns:
             The reconstruction; ``pts3d[:, t]`` is the official ``preds[t]``.
+
+        Raises:
+            TypeError: ``frames`` is not a floating tensor.
+            ValueError: wrong shape, fewer than 2 frames, ``frames`` on another device than the
+                model, NaN/Inf values or values far outside [-1, 1] (the last two are value
+                checks, see [`set_value_checks`][spatialmem.set_value_checks]).
         """
         check_tensor("frames", frames, ndim=5, floating=True, dims={2: 3}, expected="B T 3 H W")
+        frames = match_module("frames", frames, self)
         t = frames.shape[1]
         if t < 2:
             raise ValueError(
                 f"`frames` needs at least 2 frames (T >= 2), got {tuple(frames.shape)}"
             )
-        check_images("frames", frames.flatten(0, 1), self.config.dust3r.patch_size)
+        check_images(
+            "frames", frames.flatten(0, 1), self.config.dust3r.patch_size, pixel_range=True
+        )
         if return_steps is None:
             return_steps = self.training
         with internal_calls():

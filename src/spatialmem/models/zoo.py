@@ -78,6 +78,14 @@ def _build_spann3r(
     overrides: dict[str, Any],
 ) -> Spann3R:
     """Split ``overrides`` into Spann3R fields and fields of the wrapped DUSt3R config."""
+    pair_fields = set(DUSt3RConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - _SPANN3R_FIELDS - pair_fields - {"dust3r"})
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for a Spann3R model; valid: the Spann3RConfig fields "
+            f"{sorted(_SPANN3R_FIELDS | {'dust3r'})} and the DUSt3RConfig fields "
+            f"{sorted(pair_fields)}"
+        )
     own = {k: v for k, v in overrides.items() if k in _SPANN3R_FIELDS}
     pair = {k: v for k, v in overrides.items() if k not in _SPANN3R_FIELDS}
     dust3r = replace_config(own.pop("dust3r", base.dust3r), **pair)
