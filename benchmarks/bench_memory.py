@@ -276,7 +276,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=10_000, help="stream length for spatialmem")
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help="the long run behind the docs page: 10,000 steps, P = 196 and 768, 5 paired trials "
+        "(default: the quick run, 300 steps at P = 196, no paired trials)",
+    )
+    ap.add_argument("--steps", type=int, default=None, help="stream length for spatialmem")
     ap.add_argument(
         "--baseline-steps",
         type=int,
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         "--P",
         type=int,
         nargs="+",
-        default=[196, 768],
+        default=None,
         help="tokens per frame (224x224 -> 196, 512x384 -> 768)",
     )
     ap.add_argument("--C", type=int, default=1024, help="key/value width")
@@ -296,13 +302,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work-mem", type=int, default=5, help="working-memory frames")
     ap.add_argument("--window", type=int, default=50, help="steps per timing window")
     ap.add_argument(
-        "--reps", type=int, default=5, help="alternating trials of the paired ratio (0: skip)"
+        "--reps", type=int, default=None, help="alternating trials of the paired ratio (0: skip)"
     )
     ap.add_argument("--pool", type=int, default=16, help="distinct random frames cycled through")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--json", type=Path, default=RESULTS / "bench_memory.json", help="output JSON")
+    ap.add_argument("--json", type=Path, default=None, help="output JSON")
     args = ap.parse_args(argv)
+    if args.steps is None:
+        args.steps = 10_000 if args.full else 300
+    if args.P is None:
+        args.P = [196, 768] if args.full else [196]
+    if args.reps is None:
+        args.reps = 5 if args.full else 0
+    if args.json is None:
+        args.json = RESULTS / ("bench_memory.json" if args.full else "bench_memory_quick.json")
     if args.baseline_steps is None:
         args.baseline_steps = args.steps
     logging.basicConfig(level=logging.INFO, format="%(message)s")

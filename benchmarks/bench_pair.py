@@ -209,16 +209,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["cpu", "cuda"],
         default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
     )
-    ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    ap.add_argument(
+        "--dtypes", nargs="+", choices=list(DTYPES), default=None, help="default: fp32 (quick), all"
+    )
     ap.add_argument("--batch", type=int, default=1, help="pairs per forward")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed forwards per configuration")
-    ap.add_argument("--repeats", type=int, default=5, help="timed forwards per configuration")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed forwards (1 quick, 2 full)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed forwards (3 quick, 5 full)")
     ap.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: all cores)"
     )
     ap.add_argument(
-        "--tiny", action="store_true", help=f"tiny presets at {TINY_SIZE}x{TINY_SIZE} (smoke run)"
+        "--full",
+        action="store_true",
+        help="the published architectures at their sizes, every dtype (a long run); the default "
+        f"is the quick run: tiny presets at {TINY_SIZE}x{TINY_SIZE}, fp32",
     )
+    ap.add_argument("--tiny", action="store_true", help="the quick run (the default)")
     ap.add_argument(
         "--peak-n", type=int, default=None, help="matmul side (default 2048 CPU, 8192 CUDA)"
     )
@@ -233,8 +239,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip spatialmem's NaN/Inf input checks (a host sync per call on CUDA)",
     )
-    ap.add_argument("--json", type=Path, default=RESULTS / "bench_pair.json", help="output JSON")
+    ap.add_argument("--json", type=Path, default=None, help="output JSON")
     args = ap.parse_args(argv)
+    args.tiny = not args.full
+    if args.dtypes is None:
+        args.dtypes = list(DTYPES) if args.full else ["fp32"]
+    if args.warmup is None:
+        args.warmup = 2 if args.full else 1
+    if args.repeats is None:
+        args.repeats = 5 if args.full else 3
+    if args.json is None:
+        args.json = RESULTS / ("bench_pair.json" if args.full else "bench_pair_quick.json")
     if "cuda" in args.devices and not torch.cuda.is_available():
         ap.error("--devices cuda: CUDA is not available")
     if args.batch < 1 or args.warmup < 0 or args.repeats < 1:
