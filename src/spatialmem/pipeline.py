@@ -105,15 +105,16 @@ def export_reconstruction(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keep = recon.conf.reshape(-1) >= conf_threshold  # the points the clouds and preview show
+    points = recon.pts3d.reshape(-1, 3)[keep]
+    colours = ((recon.images.permute(0, 2, 3, 1).reshape(-1, 3) + 1) / 2)[keep]
     try:
         cams = estimate_cameras(recon.pts3d[None], recon.conf[None])
     except ValueError as err:
         # Cameras are undefined for a pointmap behind its camera (e.g. untrained weights): the
         # point cloud is still written, the camera exports are not.
         logger.warning("cameras could not be recovered (%s): writing the point cloud only", err)
-        keep = recon.conf.reshape(-1) >= conf_threshold
-        colours = (recon.images.permute(0, 2, 3, 1).reshape(-1, 3) + 1) / 2
-        ply = write_ply(out / "scene.ply", recon.pts3d.reshape(-1, 3)[keep], colours[keep])
+        ply = write_ply(out / "scene.ply", points, colours)
         written: dict[str, Any] = {"ply": str(ply), "cameras": f"not recovered: {err}"}
     else:
         files = write_reconstruction(
@@ -131,11 +132,7 @@ def export_reconstruction(
     if preview:
         from spatialmem.viz import render_preview
 
-        keep = recon.conf.reshape(-1) >= conf_threshold
-        colours = ((recon.images.permute(0, 2, 3, 1).reshape(-1, 3) + 1) / 2)[keep]
-        written["preview"] = str(
-            render_preview(recon.pts3d.reshape(-1, 3)[keep], out / "preview.png", colors=colours)
-        )
+        written["preview"] = str(render_preview(points, out / "preview.png", colors=colours))
     return written
 
 

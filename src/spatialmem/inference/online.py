@@ -71,8 +71,9 @@ class OnlineReconstructor:
 
     Frames are ``[3, H, W]`` (one stream) or ``[B, 3, H, W]`` (``B`` independent streams in one
     batch) in [-1, 1], all of one stream with the size and batch of its first frame, ``H`` and
-    ``W`` multiples of the patch size. Each processed frame is copied to the model's device, so
-    the caller may reuse its frame buffer.
+    ``W`` multiples of the patch size, on the model's device (another device is refused; floating
+    frames are cast to the model's dtype). Each processed frame is copied, so the caller may
+    reuse its frame buffer.
 
     **One frame of latency.** Frame ``t`` is reconstructed by the step that pairs it with frame
     ``t + 1``, so [`step`][spatialmem.inference.OnlineReconstructor.step] returns the *previous*
@@ -416,7 +417,7 @@ class OnlineReconstructor:
     # ------------------------------------------------------------------ internals
     def _advance(self, images: Tensor, input_index: int) -> FrameResult | None:
         model, driver = self.model, self._driver
-        images = images.to(device=self._device(), copy=True)  # the caller may reuse its buffer
+        images = images.clone()  # the caller may reuse its buffer (_validate checked the device)
         k = self._num_processed
         self._num_processed += 1
         if k == 0:  # frame 0 waits for frame 1: the first step encodes both in one batch
