@@ -23,28 +23,47 @@ def _read_ply(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.frombuffer(raw[end:], dtype=np.dtype(fields))
 
 
-def test_demo_streams_a_sequence_into_one_point_cloud(
+def test_demo_reconstructs_a_test_room_with_the_shipped_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "demo.ply"
-    args = ["demo", "--out", str(out), "--height", "32", "--width", "48", "--frames", "4"]
-    assert main(args) == 0
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "4", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    header, data = _read_ply(out)
-    assert summary["model"] == "spann3r_tiny" and summary["frames"] == 4
-    assert "element vertex 6144" in header and summary["points"] == 6144  # 4 frames of 32x48
+    assert summary["model"] == "spann3r_small_synthetic" and summary["weights"] == "shipped"
+    assert summary["scene"] == 0 and summary["frames"] == 4 and summary["frames_per_second"] > 0
+    metrics = summary["metrics"]
+    assert {"acc", "acc_med", "comp", "comp_med", "nc", "nc_med"} <= set(metrics)
+    assert all(np.isfinite(metrics[k]) for k in ("acc", "comp", "nc"))
+    header, data = _read_ply(out / "scene.ply")
+    assert "element vertex 24576" in header  # 4 frames of 64x96
     assert "property uchar red" in header and "property float confidence" in header
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
-    assert 0 < summary["memory_tokens"] <= summary["memory_capacity"]
+    assert (out / "ground_truth.ply").is_file()
+    assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["files"]) == {"ply", "ground_truth", "preview"}
 
 
-def test_demo_with_a_pair_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo.ply"
-    args = ["demo", "--model", "dust3r_tiny_dpt", "--height", "32", "--width", "48"]
-    assert main([*args, "--out", str(out)]) == 0
+def test_demo_prints_the_metric_table_and_the_speed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["demo", "--out", str(tmp_path), "--frames", "3", "--scene", "2", "--no-preview"]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "frames/s" in stdout and "Sim(3)" in stdout
+    assert "| test room 2 |" in stdout and "acc_med" in stdout and "nc_med" in stdout
+    assert not (tmp_path / "preview.png").exists() and (tmp_path / "scene.ply").is_file()
+
+
+def test_demo_with_a_pair_model_warns_that_its_weights_are_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    args = ["demo", "--model", "dust3r_tiny_dpt", "--height", "32", "--width", "48", "--json"]
+    assert main([*args, "--no-preview", "--out", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    header, data = _read_ply(out)
-    assert "element vertex 3072" in header and summary["points"] == 3072
+    assert summary["weights"] == "random" and summary["frames"] == 2
+    assert "random weights" in caplog.text and "noise" in caplog.text
+    header, data = _read_ply(tmp_path / "scene.ply")
+    assert "element vertex 3072" in header
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
 
 
@@ -269,8 +288,8 @@ _PAIR = ["--model", "dust3r_tiny_linear"]
         # an output that cannot be written: found before any compute
         (["reconstruct", "{good1}", "{good2}", *_TINY, "--out", "{tmp}/locked/x"], 1, "--out"),
         (["pair", "{good1}", "{good2}", *_PAIR, "--out", "{tmp}/locked/x.ply"], 1, "--out"),
-        (["demo", "--out", "{tmp}/locked/x.ply"], 1, "--out"),
-        (["demo", "--out", "{tmp}/empty"], 1, "--out"),
+        (["demo", "--out", "{tmp}/locked/x"], 1, "--out"),
+        (["demo", "--out", "{tmp}/text.png"], 1, "--out"),
         (["models", "no_such_*"], 1, "no_such_*"),
         # a wrong command line: usage errors naming the argument
         (["demo", "--model", "spann3r_tny"], 2, "spann3r_tiny"),
@@ -285,6 +304,9 @@ _PAIR = ["--model", "dust3r_tiny_linear"]
         (["demo", "--height", "60"], 2, "--height"),
         (["demo", "--frames", "1"], 2, "--frames"),
         (["demo", "--widht", "64"], 2, "--widht"),
+        (["demo", "--out", "{tmp}/demo.ply"], 2, "--out"),
+        (["demo", "--scene", "-1"], 2, "--scene"),
+        (["demo", "--model", "spann3r_tiny", "--checkpoint", "{tmp}/pair.pth"], 1, "pair.pth"),
         (["evaluate", "--dataset", "dtu"], 2, "--root"),
         ([], 2, "command"),
     ],

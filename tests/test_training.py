@@ -45,7 +45,8 @@ from spatialmem.training import (
     warmup_cosine,
     wrap_ddp,
 )
-from spatialmem.training.runner import TrainConfig, build_parser, config_from_args, main
+from spatialmem.training.cli import build_parser, config_from_args, main
+from spatialmem.training.config import TrainConfig
 from spatialmem.types import SequenceTarget
 
 H = W = 32

@@ -21,7 +21,7 @@ if typecheck_requested():  # pragma: no cover - the test suite installs the hook
     install_import_hook("spatialmem", "beartype.beartype")
 
 # Subpackages reached as attributes (``sm.inference.OnlineReconstructor``).
-from spatialmem import geometry, inference, metrics
+from spatialmem import geometry, inference, metrics, optimize
 from spatialmem._checks import set_value_checks, value_checks
 from spatialmem.decoders import TwinDecoder
 from spatialmem.encoders import CroCoEncoder
@@ -39,6 +39,7 @@ from spatialmem.models import (
     list_models,
     register_model,
 )
+from spatialmem.optimize import optimize_for_inference
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,8 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "metrics",
+    "optimize",
+    "optimize_for_inference",
     "register_model",
     "save_checkpoint",
     "set_value_checks",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from spatialmem._typing import Float
-from spatialmem.data import synthetic_sequence
+from spatialmem.bench import add_arguments as add_bench_arguments
 from spatialmem.data.image_inputs import (
     VIDEO_SUFFIXES,
     collect_inputs,
@@ -30,6 +30,7 @@ from spatialmem.inference import FrameResult, OnlineReconstructor
 from spatialmem.interop import CheckpointError, load_checkpoint
 from spatialmem.io import write_ply
 from spatialmem.models import DUSt3R, PairOutput, Spann3R, create_model, list_models
+from spatialmem.optimize import optimize_for_inference
 from spatialmem.pipeline import export_reconstruction, reconstruct_frames
 
 __all__ = ["CliError", "build_parser", "main", "reconstruct_pair", "reconstruct_sequence"]
@@ -237,6 +238,21 @@ def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
     return model.eval()
 
 
+def _inference_model(
+    model: DUSt3R | Spann3R, optimize: bool, hw: tuple[int, int] | None
+) -> DUSt3R | Spann3R:
+    """The model as a command runs it: converted in place to its fastest form on this machine
+    (``--optimize``, the default; float32, equal to eager within 1e-5, see
+    [optimize_for_inference][spatialmem.optimize.optimize_for_inference]), or as built with
+    ``--no-optimize``. ``hw``: the frame size the layers are timed for."""
+    if not isinstance(model, Spann3R):
+        return model
+    patch = model.config.dust3r.patch_size
+    tokens = max(1, (hw[0] // patch) * (hw[1] // patch)) if hw else None
+    backend = "auto" if optimize else "eager"
+    return optimize_for_inference(model, backend=backend, inplace=True, tokens=tokens)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
@@ -311,6 +327,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     frames = load_frames(paths, size=size, patch_size=spec.patch)
     model = _build(args.model, args.checkpoint)
     assert isinstance(model, Spann3R)
+    model = _inference_model(model, args.optimize, tuple(frames.shape[-2:]))
     if ply_only:
         _, summary = reconstruct_sequence(
             model, frames, out, keyframe_every=args.keyframe_every, progress=args.progress
@@ -363,6 +380,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model = _build(args.model, args.checkpoint)
         if not isinstance(model, Spann3R):
             raise CliError(f"argument --model: {args.model!r} is not a Spann3R model", USAGE)
+        model = _inference_model(model, args.optimize, (args.size_eval, args.size_eval))
         metrics, _ = evaluate_sequence(
             model, seq, align=args.align, threshold=args.threshold, icp_threshold=args.icp,
             progress=args.progress,
@@ -438,21 +456,174 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{args.frames} with --keyframe-every {args.keyframe_every} keeps fewer",
             USAGE,
         )
+    if args.scene < 0:
+        raise CliError(f"argument --scene: expected a room number >= 0, got {args.scene}", USAGE)
     _check_checkpoint_file(args.checkpoint)
-    out_path = Path(args.out)
-    _check_writable(out_path, file=True)
-    torch.manual_seed(args.seed)
-    model = _build(args.model, args.checkpoint)
-    if isinstance(model, Spann3R):
-        frames = synthetic_sequence(args.frames, args.height, args.width, seed=args.seed)
-        _, summary = reconstruct_sequence(
-            model, frames, out_path, keyframe_every=args.keyframe_every
+    out_dir = Path(args.out)
+    if out_dir.suffix.lower() == ".ply":
+        raise CliError(
+            f"argument --out: the demo writes a folder (scene.ply, ground_truth.ply, "
+            f"preview.png), not the file {out_dir}",
+            USAGE,
         )
+    _check_writable(out_dir, file=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run_demo(args, out_dir)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
+    import time
+
+    from spatialmem.data.rooms import room_sequence
+    from spatialmem.metrics import evaluate_pointmaps, format_table
+
+    torch.manual_seed(args.seed)  # the weights of a model without shipped weights
+    model, weights = _demo_model(args.model, args.checkpoint)
+    model = _inference_model(model, args.optimize, (args.height, args.width))
+    num = args.frames if isinstance(model, Spann3R) else 2
+    logger.info(
+        "rendering test room %d: %d frames of %dx%d", args.scene, num, args.height, args.width
+    )
+    clip = room_sequence(args.scene, num_frames=num, height=args.height, width=args.width)
+    logger.info("reconstructing online with %s (%s weights)", args.model, weights)
+    start = time.perf_counter()
+    if isinstance(model, Spann3R):
+        recon = reconstruct_frames(model, clip.images, keyframe_every=args.keyframe_every)
+        pts3d, conf, index = recon.pts3d, recon.conf, recon.input_indices
     else:  # a pair model: the first two frames
-        frames = synthetic_sequence(2, args.height, args.width, seed=args.seed)
-        _, summary = reconstruct_pair(model, frames[0], frames[1], out_path)
-    sys.stdout.write(json.dumps({"output": str(out_path), "model": args.model, **summary}) + "\n")
+        with torch.inference_mode():
+            out = model(clip.images[:1], clip.images[1:2])
+        pts3d = torch.cat([out.view1.pts3d, out.view2.pts3d])
+        conf = torch.cat([out.view1.conf, out.view2.conf])
+        index = [0, 1]
+    seconds = time.perf_counter() - start
+    gt, valid, colours = _demo_ground_truth(
+        clip.pts3d, clip.camera_pose, clip.valid, clip.images, index
+    )
+    logger.info("scoring against the ground truth (Sim(3) alignment)")
+    metrics = evaluate_pointmaps(
+        pts3d, gt, valid, conf=conf, align="sim3", max_points=_DEMO_METRIC_POINTS
+    )
+    files = _demo_write(args, out_dir, pts3d, conf, gt, valid, colours)
+    fps = len(index) / seconds
+    summary = {"output": str(out_dir), "model": args.model, "weights": weights,
+               "scene": args.scene, "frames": len(index), "seconds": round(seconds, 3),
+               "frames_per_second": round(fps, 2), "metrics": metrics.as_dict(),
+               "files": files}  # fmt: skip
+    if args.json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return 0
+    name = f"test room {args.scene}"
+    sys.stdout.write(
+        f"{args.model} ({weights} weights) on {name}: {len(index)} frames of "
+        f"{args.height}x{args.width}, reconstructed online in {seconds:.2f} s "
+        f"({fps:.1f} frames/s, streaming only)\n"
+        f"metrics after Sim(3) alignment to the ground truth (acc/comp: distances in metres, "
+        f"lower is better; nc: normal consistency, higher is better; clouds of at most "
+        f"{_DEMO_METRIC_POINTS:,} points):\n"
+        f"{format_table({name: metrics})}\n"
+        f"wrote {', '.join(files.values())}\n"
+    )
     return 0
+
+
+_DEMO_METRIC_POINTS = 50_000
+"""Points of each cloud the demo's metrics use (a seeded subset: seconds instead of a minute)."""
+
+
+def _demo_model(name: str, checkpoint: str | None) -> tuple[DUSt3R | Spann3R, str]:
+    """The demo's model and where its weights come from (``shipped``, ``checkpoint``,
+    ``random``)."""
+    from spatialmem.models.pretrained import pretrained_models
+
+    if checkpoint:
+        return _build(name, checkpoint), "checkpoint"
+    if name in pretrained_models():
+        model = create_model(name, pretrained=True)
+        assert isinstance(model, DUSt3R | Spann3R)
+        return model.eval(), "shipped"
+    model = create_model(name)
+    if not isinstance(model, DUSt3R | Spann3R):
+        raise CliError(f"model {name!r} is neither a pair model nor a Spann3R model", USAGE)
+    logger.warning(
+        "%s has random weights (no shipped weights, no --checkpoint): the reconstruction and "
+        "its metrics are noise; the default model spann3r_small_synthetic ships trained weights",
+        name,
+    )
+    return model.eval(), "random"
+
+
+def _demo_ground_truth(
+    pts3d: Tensor, pose: Tensor, valid: Tensor, images: Tensor, index: list[int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Ground-truth points of the processed frames ``index`` in the first one's camera axes
+    (where the model predicts), their valid mask and the pixel colours in [0, 1]."""
+    from spatialmem.geometry import points_in_camera
+
+    sel = torch.tensor(index)
+    gt = points_in_camera(pts3d[sel], pose[sel][:1].expand(len(index), 4, 4))
+    return gt, valid[sel], (images[sel].permute(0, 2, 3, 1) + 1) / 2
+
+
+def _demo_write(
+    args: argparse.Namespace,
+    out_dir: Path,
+    pts3d: Tensor,
+    conf: Tensor,
+    gt: Tensor,
+    valid: Tensor,
+    colours: Tensor,
+) -> dict[str, str]:
+    """Write the reconstruction (as predicted), the ground truth and the side-by-side preview."""
+    from spatialmem.geometry import transform_points, umeyama
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "ply": str(write_ply(out_dir / "scene.ply", pts3d.reshape(-1, 3),
+                             colours.reshape(-1, 3), conf.reshape(-1))),
+        "ground_truth": str(write_ply(out_dir / "ground_truth.ply", gt[valid], colours[valid])),
+    }  # fmt: skip
+    if args.preview:
+        from spatialmem.viz import render_preview
+
+        # The Sim(3) of the metrics (Umeyama on the valid pixels, confidence-weighted).
+        fit = umeyama(pts3d[valid][None].double(), gt[valid][None].double(), conf[valid][None])
+        aligned = transform_points(fit, pts3d.reshape(1, -1, 3).double())[0].float()
+        files["preview"] = str(render_preview(
+            aligned.reshape(pts3d.shape)[valid], out_dir / "preview.png",
+            colors=colours[valid], gt_points=gt[valid], gt_colors=colours[valid],
+            title=f"{args.model} on test room {args.scene}: reconstruction (top, Sim(3)-aligned) "
+            "and ground truth (bottom)",
+        ))  # fmt: skip
+    return files
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from spatialmem.bench import run_from_args
+
+    command = "spatialmem bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else ""
+    try:
+        text = run_from_args(args, command=command.strip() or "spatialmem bench")
+    except ValueError as err:
+        if str(err).startswith("argument --"):
+            raise CliError(str(err), USAGE) from err
+        raise
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def _add_optimize_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the fastest float32 path of this machine (equal to eager within 1e-5); "
+        "--no-optimize runs the model as built",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
+    _add_optimize_flag(p)
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
@@ -541,25 +713,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="spann3r_vitl_dpt512")
     p.add_argument("--checkpoint")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    _add_optimize_flag(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "demo",
-        help="reconstruct the bundled synthetic sequence with streaming Spann3R (no download)",
+        help="reconstruct a held-out synthetic room online with the shipped small Spann3R and "
+        "score it against the ground truth (no download)",
+        description="Render a test sequence of the synthetic rooms (spatialmem.data.rooms; never "
+        "trained on), reconstruct it online with the trained spann3r_small_synthetic shipped in "
+        "the package, print accuracy / completion / normal consistency after Sim(3) alignment "
+        "and the frames per second, and write scene.ply, ground_truth.ply and preview.png "
+        "(reconstruction above the ground truth) into --out.",
     )
     p.add_argument(
-        "--model", default="spann3r_tiny", help="a Spann3R model, or a pair model (2 frames)"
+        "--model",
+        default="spann3r_small_synthetic",
+        help="a Spann3R model, or a pair model (2 frames); models without shipped weights and "
+        "without --checkpoint have random weights",
     )
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help="weights to load instead of the shipped ones")
+    p.add_argument("--scene", type=int, default=0, help="test room number (0, 1, 2, ...)")
     p.add_argument(
-        "--frames", type=_positive_int, default=8, help="frames of the sequence (Spann3R)"
+        "--frames", type=_positive_int, default=48, help="frames of the sequence (Spann3R)"
     )
     p.add_argument("--keyframe-every", type=_positive_int, default=1, metavar="K")
     p.add_argument("--height", type=_positive_int, default=64, help="a multiple of the patch")
     p.add_argument("--width", type=_positive_int, default=96, help="a multiple of the patch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="spatialmem_demo.ply")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="intra-op threads (default 1: the small model's tensors are tiny, so more threads "
+        "mostly wait on each other, and much longer when the cores are busy)",
+    )
+    p.add_argument("--out", default="spatialmem_demo", help="output folder")
+    p.add_argument(
+        "--preview", action=argparse.BooleanOptionalAction, default=True, help="preview PNG"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    _add_optimize_flag(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="time the published Spann3R's streaming step, eager against optimised, and "
+        "regenerate the performance page",
+        description="Benchmark the streaming step (random weights): per-frame latency of eager "
+        "and optimised in alternating rounds, frames/s, peak memory, FLOPs, the matmul peak of "
+        "the same path and the fraction reached, a per-component breakdown and the cost along a "
+        "long stream. Writes a JSON file and, when docs/performance.md is in this folder (or "
+        "--page), its tables and plots.",
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

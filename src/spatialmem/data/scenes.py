@@ -28,6 +28,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -43,6 +44,7 @@ from spatialmem.types import SequenceTarget
 __all__ = [
     "SceneBatch",
     "SceneClip",
+    "SceneClipDataset",
     "SyntheticScene",
     "SyntheticScenes",
     "collate_clips",
@@ -393,16 +395,114 @@ def _scene_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-class SyntheticScenes(Dataset[SceneClip]):
+@runtime_checkable
+class _Renderable(Protocol):
+    def render(self, frame_indices: Tensor, height: int, width: int) -> SceneClip: ...
+
+
+class SceneClipDataset(Dataset[SceneClip]):
+    """What the synthetic clip datasets share: item ``i`` is a clip of the scene
+    [`scene(i)`][spatialmem.data.scenes.SceneClipDataset.scene] (a subclass's choice), whose
+    frames are fixed (``0, stride, 2 stride, ...``) or, with ``curriculum``, drawn from the first
+    ``video_frames`` frames of the scene's video by
+    [`CurriculumClips`][spatialmem.data.CurriculumClips] at training ratio
+    ``epoch / num_epochs`` (call [`set_epoch`][spatialmem.data.scenes.SceneClipDataset.set_epoch]
+    at the start of every epoch). The draw depends only on ``(seed, epoch, i)``, so every
+    ``DataLoader`` worker and every rank sees the same clip for the same index.
+
+    Args:
+        num_scenes: items per epoch (dataset length).
+        num_frames: frames per clip ``T >= 2``; must equal ``curriculum.num_frames`` when a
+            curriculum is given.
+        height: image height ``H``.
+        width: image width ``W``.
+        seed: base seed (of the scenes and of the curriculum draws).
+        stride: frame step of the fixed clips (ignored with a curriculum).
+        curriculum: curriculum sampler settings, or ``None`` for fixed clips.
+        video_frames: frames of video the curriculum samples from.
+        num_epochs: total training epochs (the curriculum's ``η = epoch / num_epochs``).
+
+    Raises:
+        ValueError: for invalid sizes, naming the argument.
+    """
+
+    def __init__(
+        self,
+        num_scenes: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        *,
+        seed: int,
+        stride: int,
+        curriculum: CurriculumConfig | None,
+        video_frames: int,
+        num_epochs: int,
+    ) -> None:
+        if num_scenes < 1:
+            raise ValueError(f"`num_scenes` must be >= 1, got {num_scenes}")
+        if num_frames < 2:
+            raise ValueError(
+                f"`num_frames` must be >= 2 (a sequence needs a pair), got {num_frames}"
+            )
+        if height < 1 or width < 1 or stride < 1:
+            raise ValueError(
+                f"`height`, `width` and `stride` must be >= 1, got {height}, {width}, {stride}"
+            )
+        if curriculum is not None and curriculum.num_frames != num_frames:
+            raise ValueError(
+                f"`curriculum.num_frames`={curriculum.num_frames} must equal "
+                f"`num_frames`={num_frames}"
+            )
+        self.num_scenes = num_scenes
+        self.num_frames = num_frames
+        self.height = height
+        self.width = width
+        self.seed = seed
+        self.stride = stride
+        self.epoch = 0
+        self.clips = (
+            None
+            if curriculum is None
+            else CurriculumClips([video_frames] * num_scenes, curriculum, num_epochs, seed=seed)
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (its curriculum draws, and whatever else a subclass ties to it).
+
+        Args:
+            epoch: current epoch, ``0 <= epoch <= num_epochs``.
+        """
+        if self.clips is not None:
+            self.clips.set_epoch(epoch)
+        self.epoch = epoch
+
+    def scene(self, index: int) -> _Renderable:
+        """The scene of item ``index`` (anything with a ``render(frame_indices, H, W)``)."""
+        raise NotImplementedError
+
+    def frame_indices(self, index: int) -> Int[Tensor, "T"]:
+        """Frame numbers of item ``index``'s clip (at the current epoch)."""
+        if self.clips is not None:
+            return self.clips[index]
+        return torch.arange(self.num_frames, dtype=torch.int64) * self.stride
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def __getitem__(self, index: int) -> SceneClip:
+        """Clip of item ``index``: ``images [T, 3, H, W]`` and its ground truth."""
+        if not -self.num_scenes <= index < self.num_scenes:
+            raise IndexError(f"item {index} out of range for {self.num_scenes} scenes")
+        index %= self.num_scenes
+        return self.scene(index).render(self.frame_indices(index), self.height, self.width)
+
+
+class SyntheticScenes(SceneClipDataset):
     """A map-style dataset of synthetic clips: item ``i`` is a clip of random scene ``i``.
 
-    Scene ``i`` depends only on ``(seed, i)``. The frames of its clip are either fixed
-    (``0, stride, 2 stride, ...``) or, with ``curriculum``, drawn from a video of
-    ``video_frames`` frames by [`CurriculumClips`][spatialmem.data.CurriculumClips] at training
-    ratio ``epoch / num_epochs`` (call
-    [`set_epoch`][spatialmem.data.scenes.SyntheticScenes.set_epoch] at the start of every epoch);
-    the draw depends only on ``(seed, epoch, i)``, so every ``DataLoader`` worker and every rank
-    sees the same clip for the same index.
+    Scene ``i`` depends only on ``(seed, i)``; its clip's frames are chosen as described in
+    [`SceneClipDataset`][spatialmem.data.scenes.SceneClipDataset].
 
     Args:
         num_scenes: number of scenes (dataset length).
@@ -435,59 +535,19 @@ class SyntheticScenes(Dataset[SceneClip]):
         num_epochs: int = 1,
         speed: int | float = 0.05,
     ) -> None:
-        if num_scenes < 1:
-            raise ValueError(f"`num_scenes` must be >= 1, got {num_scenes}")
-        if num_frames < 2:
-            raise ValueError(
-                f"`num_frames` must be >= 2 (a sequence needs a pair), got {num_frames}"
-            )
-        if height < 1 or width < 1 or stride < 1:
-            raise ValueError(
-                f"`height`, `width` and `stride` must be >= 1, got {height}, {width}, {stride}"
-            )
-        if curriculum is not None and curriculum.num_frames != num_frames:
-            raise ValueError(
-                f"`curriculum.num_frames`={curriculum.num_frames} must equal "
-                f"`num_frames`={num_frames}"
-            )
-        self.num_scenes = num_scenes
-        self.num_frames = num_frames
-        self.height = height
-        self.width = width
-        self.seed = seed
-        self.stride = stride
-        self.speed = float(speed)
-        self.clips = (
-            None
-            if curriculum is None
-            else CurriculumClips([video_frames] * num_scenes, curriculum, num_epochs, seed=seed)
+        super().__init__(
+            num_scenes,
+            num_frames,
+            height,
+            width,
+            seed=seed,
+            stride=stride,
+            curriculum=curriculum,
+            video_frames=video_frames,
+            num_epochs=num_epochs,
         )
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the curriculum (no effect without one).
-
-        Args:
-            epoch: current epoch, ``0 <= epoch <= num_epochs``.
-        """
-        if self.clips is not None:
-            self.clips.set_epoch(epoch)
+        self.speed = float(speed)
 
     def scene(self, index: int) -> SyntheticScene:
         """The scene of item ``index``."""
         return SyntheticScene.random(_scene_seed(self.seed, index), speed=self.speed)
-
-    def frame_indices(self, index: int) -> Int[Tensor, "T"]:
-        """Frame numbers of item ``index``'s clip (at the current epoch)."""
-        if self.clips is not None:
-            return self.clips[index]
-        return torch.arange(self.num_frames, dtype=torch.int64) * self.stride
-
-    def __len__(self) -> int:
-        return self.num_scenes
-
-    def __getitem__(self, index: int) -> SceneClip:
-        """Clip of scene ``index``: ``images [T, 3, H, W]`` and its ground truth."""
-        if not -self.num_scenes <= index < self.num_scenes:
-            raise IndexError(f"scene index {index} out of range for {self.num_scenes} scenes")
-        index %= self.num_scenes
-        return self.scene(index).render(self.frame_indices(index), self.height, self.width)

@@ -11,15 +11,27 @@
 * `spatialmem.training.distributed`: process group from the ``torchrun`` environment (gloo
   on CPU, nccl on CUDA), DDP wrapping, a ``DistributedSampler`` loader, rank-0 logging.
 * [`train`][spatialmem.training.runner.train] / ``python -m spatialmem.training``: the whole loop on
-  synthetic scenes with the curriculum clip sampler:
+  synthetic scenes with the curriculum clip sampler, colour jitter, periodic validation, a run
+  directory (``metrics.csv``, ``loss.png``, resumable ``last.pt``) and exact resumption
+  (`spatialmem.training.runner`); settings in a
+  [`TrainConfig`][spatialmem.training.config.TrainConfig], from a TOML file with ``--config``
+  (`spatialmem.training.config`); the command line generated from its fields
+  (`spatialmem.training.cli`):
 
   ```bash
   torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny --steps 100
   ```
+* `spatialmem.training.augment.jitter_colors`: per-clip colour jitter;
+  `spatialmem.training.logs`: the metrics CSV and its loss plot; `spatialmem.training.state`:
+  the resumable training state.
 """
 
+from spatialmem.training.augment import jitter_colors
+from spatialmem.training.cli import build_parser, main, parse_config
+from spatialmem.training.config import TrainConfig, read_config_file
 from spatialmem.training.distributed import (
     DistributedContext,
+    ResumableSampler,
     barrier,
     cleanup,
     init_distributed,
@@ -28,8 +40,9 @@ from spatialmem.training.distributed import (
     setup_logging,
     wrap_ddp,
 )
+from spatialmem.training.logs import MetricsCSV, plot_loss_curves, read_metrics
 from spatialmem.training.optim import build_optimizer, param_groups, warmup_cosine
-from spatialmem.training.runner import TrainConfig, TrainResult, build_parser, main, train
+from spatialmem.training.runner import TrainResult, train
 from spatialmem.training.step import (
     AmpMode,
     StepStats,
@@ -42,6 +55,8 @@ from spatialmem.training.step import (
 __all__ = [
     "AmpMode",
     "DistributedContext",
+    "MetricsCSV",
+    "ResumableSampler",
     "StepStats",
     "TrainConfig",
     "TrainResult",
@@ -52,9 +67,14 @@ __all__ = [
     "build_parser",
     "cleanup",
     "init_distributed",
+    "jitter_colors",
     "main",
     "make_loader",
     "param_groups",
+    "parse_config",
+    "plot_loss_curves",
+    "read_config_file",
+    "read_metrics",
     "reduce_mean",
     "setup_logging",
     "train",

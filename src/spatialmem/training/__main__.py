@@ -1,7 +1,7 @@
 """``python -m spatialmem.training`` (or ``torchrun ... -m spatialmem.training``): see
-`spatialmem.training.runner`."""
+`spatialmem.training.cli`."""
 
-from spatialmem.training.runner import main
+from spatialmem.training.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

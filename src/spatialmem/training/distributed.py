@@ -17,9 +17,10 @@ cleanup(ctx)
 ```
 """
 
+import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = [
     "DistributedContext",
+    "ResumableSampler",
     "barrier",
     "cleanup",
     "init_distributed",
@@ -176,6 +178,41 @@ def wrap_ddp(
     )
 
 
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose epoch can start part-way through (to resume a run).
+
+    The order of an epoch depends only on ``(seed, epoch)``, as for ``DistributedSampler``;
+    ``set_epoch(epoch, start=n)`` drops the first ``n`` indices of this rank's share of that
+    epoch, so a resumed run continues with exactly the items the interrupted one would have drawn
+    next. Every ``set_epoch`` call resets ``start`` (to 0 by default). All other arguments are
+    those of ``torch.utils.data.DistributedSampler``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+        """Indices of this rank's share of the current epoch that are skipped."""
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch (reshuffles) and skip the first ``start`` indices of it.
+
+        Args:
+            epoch: the epoch number (shuffling seed ``seed + epoch``).
+            start: indices of this rank's share already consumed, ``0 <= start <= len``.
+        """
+        full = super().__len__()
+        if not 0 <= start <= full:
+            raise ValueError(f"`start` must lie in [0, {full}], got {start}")
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
 def make_loader(
     dataset: Dataset[Any],
     batch_size: int,
@@ -187,11 +224,19 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = True,
 ) -> DataLoader[Any]:
-    """A ``DataLoader`` over this rank's share of ``dataset`` (``DistributedSampler``).
+    """A ``DataLoader`` over this rank's share of ``dataset`` (a ``ResumableSampler`` of this
+    module: a ``DistributedSampler`` that can start an epoch part-way through).
 
     Every rank gets ``len(dataset) // world_size`` items per epoch (with ``drop_last``) and
     batches of ``batch_size``, so the global batch is ``batch_size * world_size``. Call
-    ``loader.sampler.set_epoch(epoch)`` at the start of every epoch to reshuffle.
+    ``loader.sampler.set_epoch(epoch)`` at the start of every epoch to reshuffle
+    (``set_epoch(epoch, start=n)`` skips the first ``n`` items of this rank's share).
+
+    The loader has its own random generator (seeded with ``seed``), so iterating it does not
+    consume torch's global random numbers (which drive dropout, and which a resumed run restores).
+    Worker processes are started anew every epoch: a dataset whose state changes with
+    ``set_epoch`` (a curriculum) must reach them, and a persistent worker keeps the copy of the
+    dataset it started with.
 
     Args:
         dataset: a map-style dataset.
@@ -210,7 +255,7 @@ def make_loader(
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         dataset,
         num_replicas=ctx.world_size,
         rank=ctx.rank,
@@ -226,7 +271,8 @@ def make_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=ctx.device.type == "cuda",
-        persistent_workers=num_workers > 0,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -1,32 +1,22 @@
-"""The training entry point: ``python -m spatialmem.training`` (single process) or ``torchrun``.
+"""The training loop: [`train`][spatialmem.training.runner.train] (single process or one
+``torchrun`` rank; the command line is `spatialmem.training.cli`).
 
 Trains a registered sequence model (Spann3R) with [`Spann3RLoss`][spatialmem.losses.Spann3RLoss] on
 synthetic scenes with curriculum-sampled clips, AdamW and a warm-up + cosine schedule, data
-parallel over the ``torchrun`` processes:
+parallel over the ``torchrun`` processes, as set by a
+[`TrainConfig`][spatialmem.training.config.TrainConfig].
 
-```bash
-torchrun --nproc_per_node 2 -m spatialmem.training --model spann3r_tiny --steps 100 \\
-    --batch-size 2 --out tiny.pt
-```
-
-The same options as keyword arguments of [`TrainConfig`][spatialmem.training.runner.TrainConfig]
-drive [`train`][spatialmem.training.runner.train] from Python; the command-line parser is
-generated from its fields (``num_frames`` becomes ``--num-frames``, a boolean ``curriculum``
-becomes ``--curriculum`` / ``--no-curriculum``).
+With a run directory (``run_dir``) rank 0 writes ``metrics.csv`` (one row per optimiser step),
+``loss.png`` and the resumable state ``last.pt``; ``resume`` continues an interrupted run with
+the same data order, random numbers and schedule as if it had never stopped.
 """
 
-import argparse
-import ast
+import contextlib
 import dataclasses
-import inspect
-import itertools
+import hashlib
 import logging
 import math
-import re
-import textwrap
-import types
-import typing
-from collections.abc import Sequence
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +24,25 @@ from typing import Any
 import torch
 
 from spatialmem.data.curriculum import CurriculumConfig
-from spatialmem.data.scenes import SyntheticScenes, collate_clips
+from spatialmem.data.rooms import RoomScenes
+from spatialmem.data.scenes import (
+    SceneBatch,
+    SceneClipDataset,
+    SyntheticScenes,
+    collate_clips,
+)
 from spatialmem.interop import save_checkpoint
 from spatialmem.losses import Spann3RLoss, alpha_schedule
 from spatialmem.memory import MemoryConfig, SpatialMemory
 from spatialmem.models import Spann3R, create_model
+from spatialmem.training.augment import jitter_colors
+from spatialmem.training.config import (
+    METRICS_FILE,
+    PLOT_FILE,
+    RESUME_FREE_FIELDS,
+    STATE_FILE,
+    TrainConfig,
+)
 from spatialmem.training.distributed import (
     DistributedContext,
     barrier,
@@ -46,86 +50,31 @@ from spatialmem.training.distributed import (
     init_distributed,
     make_loader,
     reduce_mean,
-    setup_logging,
     wrap_ddp,
 )
-from spatialmem.training.optim import PAPER_LR, build_optimizer, warmup_cosine
-from spatialmem.training.step import AmpMode, StepStats, TrainStep, unwrap_model
+from spatialmem.training.logs import MetricsCSV, plot_loss_curves
+from spatialmem.training.optim import build_optimizer, warmup_cosine
+from spatialmem.training.state import (
+    capture_train_state,
+    config_differences,
+    load_train_state,
+    restore_train_state,
+    save_train_state,
+)
+from spatialmem.training.step import (
+    StepStats,
+    TrainStep,
+    _float32,
+    _step_predictions,
+    unwrap_model,
+)
 
-__all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "train"]
+__all__ = ["TrainResult", "train"]
 
 logger = logging.getLogger("spatialmem.training")
 
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Settings of a training run (the command-line options of ``-m spatialmem.training``)."""
-
-    model: str = "spann3r_tiny"
-    """Registered model name (a [`Spann3R`][spatialmem.models.Spann3R])."""
-    steps: int = 100
-    """Optimiser steps."""
-    batch_size: int = 2
-    """Clips per process and micro-batch (global batch: ``batch_size * world_size *
-    accum_iter``; the paper uses 2 per GPU on 8 GPUs)."""
-    accum_iter: int = 1
-    """Micro-batches per optimiser step."""
-    lr: float = PAPER_LR
-    """Base learning rate (paper: 5e-5)."""
-    weight_decay: float = 0.05
-    """AdamW weight decay of the weight matrices."""
-    warmup_steps: int = 0
-    """Linear warm-up steps of the cosine schedule."""
-    min_lr_ratio: float = 0.0
-    """Final learning rate as a fraction of ``lr``."""
-    max_grad_norm: float | None = 1.0
-    """Gradient-norm clip (official 1.0); ``None`` (on the command line: a value ``<= 0``)
-    disables clipping."""
-    alpha: float = 0.4
-    """Confidence-regulariser weight of the first half of the epochs."""
-    alpha_end: float = 0.2
-    """``alpha`` reached at the last epoch (official schedule: 0.4 -> 0.2 over the second half)."""
-    amp: AmpMode = "auto"
-    """Mixed precision (CUDA only)."""
-    device: str | None = None
-    """Training device; ``None``: ``cuda:<LOCAL_RANK>`` if available, else the CPU."""
-    num_frames: int = 5
-    """Frames per clip ``T`` (paper: 5)."""
-    height: int = 64
-    """Image height."""
-    width: int = 64
-    """Image width."""
-    num_scenes: int = 64
-    """Synthetic scenes per epoch."""
-    video_frames: int = 48
-    """Length of each synthetic video the curriculum samples clips from."""
-    curriculum: bool = True
-    """Sample clip frames with the curriculum (growing, then shrinking interval)."""
-    max_interval: int = 4
-    """Curriculum ``T_max``: the largest interval between adjacent clip frames."""
-    mem_dropout: float | None = None
-    """Override of the memory's attention dropout (``None``: the model's, paper 0.15)."""
-    seed: int = 0
-    """Seed of the model initialisation, the data and the shuffling."""
-    num_workers: int = 0
-    """Data-loader workers per process."""
-    log_every: int = 10
-    """Log every this many optimiser steps (averaged over the ranks)."""
-    out: str | None = None
-    """Checkpoint written by rank 0 at the end
-    ([`save_checkpoint`][spatialmem.interop.save_checkpoint])."""
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "accum_iter", "num_frames", "num_scenes", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_frames < 2:
-            raise ValueError(f"TrainConfig.num_frames must be >= 2, got {self.num_frames}")
-        if self.curriculum and self.video_frames < self.num_frames:
-            raise ValueError(
-                f"TrainConfig.video_frames={self.video_frames} must be >= "
-                f"num_frames={self.num_frames}"
-            )
+# Seed offset of the "box" validation scenes (disjoint from the training scenes' seeds).
+_VAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -135,11 +84,19 @@ class TrainResult:
     model: Spann3R
     """The trained model (unwrapped from DDP)."""
     history: list[StepStats] = field(default_factory=list)
-    """One record per optimiser step (loss of this rank's last micro-batch of that step)."""
+    """One record per optimiser step of this invocation (loss of this rank's last micro-batch of
+    that step; a resumed run starts a new list)."""
     epochs: int = 0
-    """Epochs started."""
+    """Epochs started (counting those of the run a resumption continues)."""
     checkpoint: Path | None = None
     """Where the checkpoint was written, if anywhere."""
+    val_losses: dict[int, float] = field(default_factory=dict)
+    """Validation loss (mean over the validation clips and ranks) by optimiser step, for the
+    validations of this invocation."""
+    run_dir: Path | None = None
+    """The run directory, if any."""
+    start_step: int = 0
+    """Optimiser steps already done when this invocation started (non-zero when resumed)."""
 
 
 def _build_model(config: TrainConfig) -> Spann3R:
@@ -163,6 +120,10 @@ def _build_model(config: TrainConfig) -> Spann3R:
 def train(config: TrainConfig, ctx: DistributedContext | None = None) -> TrainResult:
     """Run a training job on synthetic scenes (single process or one ``torchrun`` rank).
 
+    With ``config.run_dir`` rank 0 writes ``metrics.csv``, ``loss.png`` and ``last.pt`` there;
+    with ``config.resume`` the run continues from ``last.pt`` when that exists, drawing the same
+    clips, augmentations and dropout masks at every step as an uninterrupted run would.
+
     Args:
         config: the run settings.
         ctx: distributed context; ``None`` calls
@@ -171,6 +132,12 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None) -> TrainRe
 
     Returns:
         The trained model and the per-step statistics.
+
+    Raises:
+        ValueError: inconsistent settings, or ``resume`` with a saved run whose settings differ
+            (the message names the differing fields) or that ran on another number of
+            processes.
+        ImportError: ``scenes="rooms"`` without ``spatialmem.data.rooms``.
     """
     own_ctx = ctx is None
     if ctx is None:
@@ -193,12 +160,24 @@ def _epochs(config: TrainConfig, ctx: DistributedContext) -> tuple[int, int]:
     return per_epoch, math.ceil(config.steps * config.accum_iter / per_epoch)
 
 
-def _dataset(config: TrainConfig, num_epochs: int) -> SyntheticScenes:
+def _dataset(config: TrainConfig, num_epochs: int) -> SceneClipDataset:
     curriculum = (
         CurriculumConfig(max_interval=config.max_interval, num_frames=config.num_frames)
         if config.curriculum
         else None
     )
+    if config.scenes == "rooms":
+        return RoomScenes(
+            config.num_scenes,
+            config.num_frames,
+            config.height,
+            config.width,
+            split="train",
+            seed=config.seed,
+            curriculum=curriculum,
+            video_frames=config.video_frames,
+            num_epochs=num_epochs,
+        )
     return SyntheticScenes(
         config.num_scenes,
         config.num_frames,
@@ -209,6 +188,70 @@ def _dataset(config: TrainConfig, num_epochs: int) -> SyntheticScenes:
         video_frames=config.video_frames,
         num_epochs=num_epochs,
     )
+
+
+def _val_dataset(config: TrainConfig) -> SceneClipDataset:
+    """Fixed validation clips: frames ``0, s, 2 s, ...``, ``s = max(max_interval // 2, 1)``."""
+    stride = max(config.max_interval // 2, 1)
+    if config.scenes == "rooms":
+        return RoomScenes(
+            config.val_scenes,
+            config.num_frames,
+            config.height,
+            config.width,
+            split="val",
+            seed=config.seed,
+            curriculum=None,
+            stride=stride,
+        )
+    return SyntheticScenes(
+        config.val_scenes,
+        config.num_frames,
+        config.height,
+        config.width,
+        seed=config.seed + _VAL_SEED_OFFSET,
+        stride=stride,
+    )
+
+
+def _val_batches(config: TrainConfig, ctx: DistributedContext) -> list[SceneBatch]:
+    """This rank's share of the validation clips (clips ``rank, rank + world_size, ...``) in
+    batches of ``batch_size``."""
+    dataset = _val_dataset(config)
+    with torch.random.fork_rng(devices=[]):  # leave the training's random state alone
+        clips = [dataset[i] for i in range(ctx.rank, len(dataset), ctx.world_size)]
+    size = config.batch_size
+    return [collate_clips(clips[i : i + size]) for i in range(0, len(clips), size)]
+
+
+@torch.no_grad()
+def _validate(
+    model: torch.nn.Module,
+    criterion: Spann3RLoss,
+    batches: list[SceneBatch],
+    ctx: DistributedContext,
+    amp_dtype: torch.dtype | None,
+) -> float:
+    """Mean loss over the validation clips of all ranks (eval mode, no gradient)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    use_amp = amp_dtype is not None and ctx.device.type == "cuda"
+    try:
+        for batch in batches:
+            batch = batch.to(ctx.device)
+            autocast = (
+                torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+            )
+            with autocast:
+                out = model(batch.frames, return_steps=True)
+            loss = criterion(_float32(_step_predictions(out)), batch.target).loss
+            total[0] += loss.double() * batch.batch_size
+            total[1] += batch.batch_size
+    finally:
+        model.train(was_training)
+    total = reduce_mean(total, ctx)
+    return float(total[0] / total[1]) if float(total[1]) > 0 else math.nan
 
 
 def _train_step(
@@ -234,35 +277,173 @@ def _train_step(
     )
 
 
+def _jitter_seed(seed: int, micro_step: int, rank: int) -> int:
+    """Seed of the colour jitter of one micro-batch on one rank."""
+    digest = hashlib.blake2b(f"jitter:{seed}:{micro_step}:{rank}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+def _augment(batch: SceneBatch, config: TrainConfig, micro_step: int, rank: int) -> SceneBatch:
+    """The batch with colour-jittered frames (a generator seeded from the step, so a resumed
+    run draws the same factors)."""
+    if config.color_jitter == 0:
+        return batch
+    generator = torch.Generator().manual_seed(_jitter_seed(config.seed, micro_step, rank))
+    return batch.replace(frames=jitter_colors(batch.frames, config.color_jitter, generator))
+
+
+class _Run:
+    """The loop's bookkeeping: step statistics, validation, logging and the run directory."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: DistributedContext,
+        step: TrainStep,
+        criterion: Spann3RLoss,
+        result: TrainResult,
+        *,
+        elapsed: float = 0.0,
+        val_batches: list[SceneBatch] | None = None,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.step = step
+        self.criterion = criterion
+        self.result = result
+        self.val_batches = val_batches
+        self.started = time.perf_counter() - elapsed
+        self.micro: list[StepStats] = []  # micro-batches of the current accumulation cycle
+        self.saved_step = -1
+        self.dir = None if config.run_dir is None else Path(config.run_dir)
+        self.csv: MetricsCSV | None = None
+        self._plot_warned = False
+        if self.dir is not None and ctx.is_main:
+            keep = result.start_step if result.start_step > 0 else None
+            self.csv = MetricsCSV(self.dir / METRICS_FILE, keep_until=keep)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def after_micro_batch(self, stats: StepStats, epoch: int) -> bool:
+        """Record a micro-batch; after an optimiser step log, validate and save as due.
+
+        Returns whether the run must stop (``steps`` or ``stop_after`` reached).
+        """
+        self.micro.append(stats)
+        if stats.grad_norm is None:
+            return False  # accumulating: no optimiser step yet
+        config, done = self.config, self.step.optimizer_steps
+        self.result.history.append(stats)
+        loss, conf, scale = self._step_losses()
+        val_loss = None
+        if self.val_batches is not None and (done % config.val_every == 0 or done == config.steps):
+            val_loss = _validate(
+                self.result.model, self.criterion, self.val_batches, self.ctx, self.step.amp_dtype
+            )
+            self.result.val_losses[done] = val_loss
+        if done % config.log_every == 0 or done == config.steps or val_loss is not None:
+            _log(stats, (loss, conf, scale), done, config.steps, epoch, self.criterion.alpha)
+            if val_loss is not None:
+                logger.info("step %d/%d: validation loss %.4f", done, config.steps, val_loss)
+        if self.csv is not None:
+            self.csv.write(
+                step=done,
+                epoch=epoch,
+                lr=stats.lr,
+                alpha=self.criterion.alpha,
+                loss=loss,
+                conf_loss=conf,
+                scale_loss=scale,
+                grad_norm=stats.grad_norm,
+                seconds=round(self.elapsed, 3),
+                val_loss=val_loss,
+            )
+        if done % config.save_every == 0:
+            self.save(epoch)
+        return done >= self.stop_step
+
+    @property
+    def stop_step(self) -> int:
+        stop = self.config.stop_after
+        return self.config.steps if stop is None else min(stop, self.config.steps)
+
+    def _step_losses(self) -> tuple[float, float | None, float | None]:
+        """Loss and parts of the finished step: mean over its micro-batches and the ranks."""
+        micro, self.micro = self.micro, []
+        n = len(micro)
+        values = [
+            sum(s.loss for s in micro) / n,
+            sum(s.conf_loss or 0.0 for s in micro) / n,
+            sum(s.scale_loss or 0.0 for s in micro) / n,
+        ]
+        mean = reduce_mean(torch.tensor(values, device=self.ctx.device), self.ctx).tolist()
+        conf = None if micro[-1].conf_loss is None else mean[1]
+        scale = None if micro[-1].scale_loss is None else mean[2]
+        return mean[0], conf, scale
+
+    def save(self, epoch: int) -> None:
+        """Write ``last.pt`` and redraw ``loss.png`` (a collective; rank 0 writes)."""
+        if self.dir is None or self.saved_step == self.step.optimizer_steps:
+            return
+        state = capture_train_state(
+            self.step,
+            self.ctx,
+            epoch=epoch,
+            config=dataclasses.asdict(self.config),
+            extra={"elapsed_s": self.elapsed},
+        )
+        if self.ctx.is_main:
+            path = save_train_state(state, self.dir / STATE_FILE)
+            logger.info("step %d: saved %s", self.step.optimizer_steps, path)
+            self.plot()
+        self.saved_step = self.step.optimizer_steps
+        barrier(self.ctx)
+
+    def plot(self) -> None:
+        """Redraw ``loss.png`` (a failure is logged, never raised: training goes on)."""
+        assert self.dir is not None
+        try:
+            plot_loss_curves(self.dir / METRICS_FILE, self.dir / PLOT_FILE, title=self.dir.name)
+        except Exception as err:  # a plot must not end a long run
+            if not self._plot_warned:
+                logger.warning("could not draw %s: %s", self.dir / PLOT_FILE, err)
+                self._plot_warned = True
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self.csv.close()
+
+
 def _run_epochs(
-    config: TrainConfig,
-    ctx: DistributedContext,
-    step: TrainStep,
-    criterion: Spann3RLoss,
+    run: _Run,
     loader: torch.utils.data.DataLoader,
-    dataset: SyntheticScenes,
+    dataset: SceneClipDataset,
+    per_epoch: int,
     num_epochs: int,
-    result: TrainResult,
-) -> None:
-    """Train until ``config.steps`` optimiser steps, recording them in ``result`` (the
-    confidence weight of ``criterion`` follows the official per-epoch schedule)."""
-    for epoch in range(num_epochs):
-        if step.optimizer_steps >= config.steps:
+) -> int:
+    """Train until ``steps`` (or ``stop_after``) optimiser steps, continuing from the step
+    counters of ``run.step`` (the batches already consumed are skipped, so a resumed run sees
+    the same clips). The confidence weight follows the official per-epoch schedule. Returns the
+    epoch of the last batch."""
+    config, step = run.config, run.step
+    first_epoch, skip = divmod(step.micro_steps, per_epoch)
+    last = max(first_epoch - (skip == 0), 0)  # the epoch of the last batch consumed
+    for epoch in range(first_epoch, num_epochs):
+        if step.optimizer_steps >= run.stop_step:
             break
-        result.epochs = epoch + 1
-        loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        run.result.epochs = epoch + 1
+        start = skip * config.batch_size if epoch == first_epoch else 0
+        loader.sampler.set_epoch(epoch, start=start)  # type: ignore[union-attr, call-arg]
         dataset.set_epoch(epoch)
-        criterion.alpha = alpha_schedule(epoch, num_epochs, config.alpha, config.alpha_end)
+        run.criterion.alpha = alpha_schedule(epoch, num_epochs, config.alpha, config.alpha_end)
         for batch in loader:
-            stats = step(batch)
-            if stats.grad_norm is None:
-                continue  # accumulating: no optimiser step yet
-            result.history.append(stats)
-            done = step.optimizer_steps
-            if done % config.log_every == 0 or done == config.steps:
-                _log(stats, done, config.steps, epoch, criterion.alpha, ctx)
-            if done >= config.steps:
-                break
+            last = epoch
+            batch = _augment(batch, config, step.micro_steps, run.ctx.rank)
+            if run.after_micro_batch(step(batch), epoch):
+                return epoch
+    return last
 
 
 def _save(
@@ -270,6 +451,14 @@ def _save(
 ) -> None:
     """Rank 0 writes the checkpoint of ``config.out`` (the others wait for it)."""
     if config.out is None:
+        return
+    if step.optimizer_steps < config.steps:
+        logger.info(
+            "stopped after step %d of %d: %s not written (resume to finish the run)",
+            step.optimizer_steps,
+            config.steps,
+            config.out,
+        )
         return
     result.checkpoint = Path(config.out)
     if ctx.is_main:
@@ -284,7 +473,35 @@ def _save(
     barrier(ctx)
 
 
+def _saved_state(config: TrainConfig) -> dict[str, Any] | None:
+    """The state to resume from (``None``: start afresh); checks the saved settings."""
+    if config.run_dir is None:
+        return None
+    path = Path(config.run_dir) / STATE_FILE
+    if not config.resume:
+        if path.exists():
+            logger.warning("%s exists and resume is off: starting a new run over it", path)
+        return None
+    if not path.exists():
+        logger.info("resume: no %s yet, starting a new run", path)
+        return None
+    state = load_train_state(path)
+    differences = config_differences(
+        state["config"], dataclasses.asdict(config), ignore=RESUME_FREE_FIELDS
+    )
+    if differences:
+        raise ValueError(
+            f"cannot resume {path}: the settings differ from the saved run's in "
+            + "; ".join(differences)
+            + f" (only {', '.join(sorted(RESUME_FREE_FIELDS))} may change)"
+        )
+    return state
+
+
 def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    state = _saved_state(config)
     torch.manual_seed(config.seed)  # identical initialisation on every rank
     model = _build_model(config).to(ctx.device)
     ddp_model = wrap_ddp(model, ctx)
@@ -293,7 +510,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
     per_epoch, num_epochs = _epochs(config, ctx)
     dataset = _dataset(config, num_epochs)
     loader = make_loader(
-        dataset,
+        dataset,  # type: ignore[arg-type]
         config.batch_size,
         ctx,
         seed=config.seed,
@@ -302,6 +519,15 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
     )
     criterion = Spann3RLoss(alpha=config.alpha)
     step = _train_step(config, model, ddp_model, criterion)
+    result = TrainResult(
+        model=model, run_dir=None if config.run_dir is None else Path(config.run_dir)
+    )
+    elapsed = 0.0
+    if state is not None:
+        restore_train_state(step, state, ctx)  # last: the random state of the saved step
+        result.start_step = step.optimizer_steps
+        result.epochs = -(-step.micro_steps // per_epoch)  # epochs started
+        elapsed = float(state.get("elapsed_s", 0.0))
     logger.info(
         "training %s (%.2fM parameters) on %d process(es), device %s, amp %s: %d steps, "
         "%d epoch(s) of %d batch(es), global batch %d",
@@ -315,140 +541,39 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         per_epoch,
         config.batch_size * ctx.world_size * config.accum_iter,
     )
-    result = TrainResult(model=model)
-    _run_epochs(config, ctx, step, criterion, loader, dataset, num_epochs, result)
+    if state is not None:
+        logger.info(
+            "resumed %s at step %d", Path(config.run_dir or "") / STATE_FILE, result.start_step
+        )
+    val_batches = _val_batches(config, ctx) if config.val_every > 0 else None
+    run = _Run(config, ctx, step, criterion, result, elapsed=elapsed, val_batches=val_batches)
+    try:
+        epoch = _run_epochs(run, loader, dataset, per_epoch, num_epochs)
+        run.save(epoch)
+    finally:
+        run.close()
     _save(config, ctx, step, result)
     return result
 
 
 def _log(
-    stats: StepStats, done: int, total: int, epoch: int, alpha: float, ctx: DistributedContext
+    stats: StepStats,
+    losses: tuple[float, float | None, float | None],
+    done: int,
+    total: int,
+    epoch: int,
+    alpha: float,
 ) -> None:
-    values = [stats.loss, stats.conf_loss or 0.0, stats.scale_loss or 0.0]
-    mean = reduce_mean(torch.tensor(values, device=ctx.device), ctx).tolist()
+    loss, conf, scale = losses
     logger.info(
         "step %d/%d epoch %d: loss %.4f (conf %.4f, scale %.4f) grad_norm %.3f lr %.3g alpha %.3f",
         done,
         total,
         epoch,
-        mean[0],
-        mean[1],
-        mean[2],
+        loss,
+        conf if conf is not None else 0.0,
+        scale if scale is not None else 0.0,
         stats.grad_norm if stats.grad_norm is not None else float("nan"),
         stats.lr,
         alpha,
     )
-
-
-# Extra command-line spellings of TrainConfig fields (kept from earlier versions of the CLI).
-_FLAG_ALIASES: dict[str, tuple[str, ...]] = {"num_frames": ("--frames",)}
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal after each field), read from
-    its source; empty if the source is not available."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = following.value.value
-    return docs
-
-
-def _plain_help(doc: str) -> str:
-    """A field docstring as one line of command-line help (markup removed, ``%`` escaped)."""
-    text = re.sub(r"\[`?([^\]`]+)`?\]\[[^\]]*\]", r"\1", doc)  # [`Name`][path] -> Name
-    text = " ".join(text.replace("``", "").split())
-    return text.replace("%", "%%")
-
-
-def _argument_type(hint: Any) -> tuple[type, tuple[Any, ...] | None]:
-    """``(type, choices)`` of a field annotation: ``X | None`` parses as ``X``, a ``Literal``
-    gives its values as choices."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        return type(choices[0]), choices
-    return hint, None
-
-
-def _add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One option per field of the dataclass ``cls``: ``--field-name`` (plus
-    ``_FLAG_ALIASES``), typed from the annotation, defaulting to the field default, with the
-    field's docstring as help. A boolean field becomes ``--name`` / ``--no-name``."""
-    docs = _field_docs(cls)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flags = ("--" + f.name.replace("_", "-"), *_FLAG_ALIASES.get(f.name, ()))
-        help_text = _plain_help(docs.get(f.name, "")) + " (default: %(default)s)"
-        kind, choices = _argument_type(hints[f.name])
-        if kind is bool:
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                *flags, dest=f.name, type=kind, choices=choices, default=f.default, help=help_text
-            )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m spatialmem.training``: one option per field of
-    [`TrainConfig`][spatialmem.training.runner.TrainConfig] (``--batch-size`` for
-    ``batch_size``; ``--frames`` is also accepted for ``--num-frames``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m spatialmem.training",
-        description=(
-            "Train a Spann3R model on synthetic scenes with ground truth (run under torchrun for "
-            "data parallelism)."
-        ),
-    )
-    _add_config_arguments(parser, TrainConfig)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Translate parsed command-line options into a
-    [`TrainConfig`][spatialmem.training.runner.TrainConfig] (a ``--max-grad-norm`` of ``<= 0``
-    disables clipping)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    max_norm = values["max_grad_norm"]
-    values["max_grad_norm"] = None if max_norm is None or max_norm <= 0 else max_norm
-    return TrainConfig(**values)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (0 on success).
-
-    Args:
-        argv: arguments without the program name (default: ``sys.argv[1:]``).
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    ctx = init_distributed(device=config.device)
-    if not logging.getLogger().handlers:
-        setup_logging(ctx)
-    try:
-        _train(config, ctx)
-    finally:
-        cleanup(ctx)
-    return 0

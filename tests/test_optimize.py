@@ -1,0 +1,446 @@
+"""The inference fast path: optimize_for_inference equals eager (fp32 within 1e-5, bf16 and int8
+within their documented tolerances), the streaming reconstructor uses it, and it adds no host
+sync. CUDA tests run only where a GPU is present; the compiled path only with
+``SPATIALMEM_TEST_COMPILE=1`` (minutes of compilation)."""
+
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spatialmem as sm
+from spatialmem.optimize import (
+    GraphedCall,
+    InferenceLinear,
+    choose_linear_impl,
+    cpu_features,
+    onednn_linear_available,
+    optimize_for_inference,
+)
+from spatialmem.optimize import cpu as cpu_module
+from spatialmem.optimize.core import would_change
+from test_checks_at_door import CPU_FAST_PATH_SYNCS_PER_STEP, count_host_syncs
+
+FP32_TOL = 1e-5
+BF16_TOL = 5e-2  # max |pts - pts_fp32| / max |pts_fp32| (documented in docs/performance.md)
+INT8_TOL = 1e-1  # the same for the approximate int8 tier on random weights
+
+needs_onednn = pytest.mark.skipif(
+    not onednn_linear_available(torch.float32), reason="oneDNN linear ops not in this torch build"
+)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+PRESETS = {"spann3r_tiny": (32, 48), "spann3r_small_synthetic": (64, 96)}
+
+
+def _model(name: str) -> sm.Spann3R:
+    torch.manual_seed(0)
+    model = sm.create_model(name)
+    assert isinstance(model, sm.Spann3R)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=list(PRESETS))
+def preset(request: pytest.FixtureRequest) -> tuple[str, sm.Spann3R]:
+    return request.param, _model(request.param)
+
+
+def _frames(name: str, n: int = 5, batch: int | None = None, seed: int = 1) -> torch.Tensor:
+    h, w = PRESETS[name]
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 3, h, w) if batch is None else (batch, n, 3, h, w)
+    return torch.rand(*shape, generator=g) * 2 - 1
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, tol: float = FP32_TOL) -> None:
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.float() - want.float()).abs().max() / want.float().abs().max())
+
+
+# ---------------------------------------------------------------------- fp32: equal to eager
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+@pytest.mark.parametrize("backend", ["onednn", "auto"])
+def test_fp32_forward_and_stream_equal_eager(preset: tuple[str, sm.Spann3R], backend: str) -> None:
+    name, model = preset
+    fast = optimize_for_inference(model, backend=backend)
+    plan = fast.inference_plan
+    assert plan.exact and plan.layers
+    if backend == "onednn":
+        assert set(plan.counts()) <= {"onednn_packed", "onednn_packed+gelu"}
+        assert any(isinstance(m, InferenceLinear) for m in fast.modules())
+    frames = _frames(name)
+    with torch.inference_mode():
+        ref = model(frames[None])
+        out = fast(frames[None])
+    _close(out.pts3d, ref.pts3d)
+    _close(out.conf, ref.conf)
+    # Streamed, on the optimised model and through the reconstructor's own fast path.
+    for recon in (
+        sm.inference.OnlineReconstructor(fast),
+        sm.inference.OnlineReconstructor(model),
+    ):
+        results = recon.run(frames)
+        _close(torch.stack([r.pts3d for r in results]), ref.pts3d[0])
+        _close(torch.stack([r.conf for r in results]), ref.conf[0])
+        assert recon.state is not None
+        assert torch.equal(recon.state.count, ref.memory.count)
+
+
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+def test_batch_of_streams_equal_eager() -> None:
+    model = _model("spann3r_small_synthetic")
+    fast = optimize_for_inference(model, backend="onednn", tokens=2 * 96)
+    frames = _frames("spann3r_small_synthetic", n=3, batch=2)
+    with torch.inference_mode():
+        ref = model(frames)
+    results = sm.inference.OnlineReconstructor(fast).run(frames)
+    _close(torch.stack([r.pts3d for r in results], 1), ref.pts3d)
+
+
+def test_copy_leaves_the_model_alone_and_shares_its_tensors() -> None:
+    model = _model("spann3r_tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
+    fast = optimize_for_inference(model, backend="onednn")
+    assert fast is not model and not hasattr(model, "inference_plan")
+    assert [type(m) for m in model.modules()] == types
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # untouched tensors are shared, not copied
+    assert (
+        fast.dust3r.encoder.patch_embed.proj.weight is model.dust3r.encoder.patch_embed.proj.weight
+    )
+    assert set(fast.state_dict()) == set(before)
+    for key, value in fast.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not fast.training
+
+
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+def test_inplace_packs_without_a_second_weight_and_round_trips_the_state_dict() -> None:
+    model = _model("spann3r_tiny")
+    reference = _model("spann3r_tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = optimize_for_inference(model, backend="onednn", inplace=True)
+    assert out is model and model.inference_plan.inplace
+    packed = [m for m in model.modules() if isinstance(m, InferenceLinear)]
+    assert packed and all(m.weight is None for m in packed)
+    state = model.state_dict()
+    assert set(state) == set(before)
+    for key, value in state.items():
+        assert torch.equal(value, before[key]), key
+    # loading other weights repacks them
+    torch.manual_seed(5)
+    other = sm.create_model("spann3r_tiny").eval()
+    model.load_state_dict(other.state_dict())
+    reference.load_state_dict(other.state_dict())
+    frames = _frames("spann3r_tiny")[None]
+    with torch.inference_mode():
+        _close(model(frames).pts3d, reference(frames).pts3d)
+
+
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+def test_reconstructor_reoptimises_after_new_weights() -> None:
+    model = _model("spann3r_small_synthetic")
+    recon = sm.inference.OnlineReconstructor(model)
+    frames = _frames("spann3r_small_synthetic", n=3)
+    recon.run(frames)
+    first = recon.plan
+    recon.run(frames)
+    assert recon.plan is first  # same model, same weights: kept
+    if first is not None:
+        assert first.is_current(model)
+        torch.manual_seed(3)
+        model.load_state_dict(sm.create_model("spann3r_small_synthetic").state_dict())
+        assert not first.is_current(model)
+        results = recon.run(frames)
+        assert recon.plan is not first
+        with torch.inference_mode():
+            ref = model(frames[None])
+        _close(torch.stack([r.pts3d for r in results]), ref.pts3d[0])
+    eager = sm.inference.OnlineReconstructor(model, optimize=False)
+    eager.run(frames)
+    assert eager.plan is None and "optimize=False" in repr(eager)
+
+
+def test_already_optimised_model_is_used_as_it_is() -> None:
+    model = _model("spann3r_tiny")
+    fast = optimize_for_inference(model, backend="eager", inplace=True)
+    assert not fast.inference_plan.changed
+    recon = sm.inference.OnlineReconstructor(fast)
+    recon.run(_frames("spann3r_tiny", n=3))
+    assert recon.plan is fast.inference_plan
+
+
+# ---------------------------------------------------------------------- host syncs
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+def test_optimised_step_adds_no_host_sync() -> None:
+    fast = optimize_for_inference(_model("spann3r_tiny"), backend="onednn")
+    recon = sm.inference.OnlineReconstructor(fast)
+    counts = []
+    with sm.value_checks(False):
+        for frame in _frames("spann3r_tiny", n=6):
+            with count_host_syncs() as calls:
+                recon.step(frame)
+            counts.append(len(calls))
+    recon.finish()
+    assert counts[0] == 0 and counts[1] == CPU_FAST_PATH_SYNCS_PER_STEP - 1
+    assert set(counts[2:]) == {CPU_FAST_PATH_SYNCS_PER_STEP}, counts
+
+
+# ---------------------------------------------------------------------- precision
+@pytest.mark.usefixtures("without_typecheck")
+def test_bf16_warns_once_on_cpus_without_bf16_and_stays_within_tolerance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _model("spann3r_tiny")
+    frames = _frames("spann3r_tiny")[None]
+    monkeypatch.setattr(cpu_module, "_bf16_warned", False)
+    native = cpu_features().native_bf16
+    if native:
+        fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    else:
+        with pytest.warns(RuntimeWarning, match="no bf16 instructions.*5x SLOWER"):
+            fast = optimize_for_inference(model, dtype=torch.bfloat16)
+        with warnings.catch_warnings():  # the second request is quiet
+            warnings.simplefilter("error")
+            optimize_for_inference(model, dtype=torch.bfloat16)
+    assert fast.inference_plan.wrappers == ["autocast"]
+    with torch.inference_mode():
+        ref = model(frames)
+        out = fast(frames)
+    assert out.pts3d.dtype == torch.float32
+    assert _relative_error(out.pts3d, ref.pts3d) < BF16_TOL
+    results = sm.inference.OnlineReconstructor(fast).run(frames[0])
+    assert _relative_error(torch.stack([r.pts3d for r in results]), ref.pts3d[0]) < BF16_TOL
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_int8_tier_is_approximate_and_leaves_heads_in_fp32() -> None:
+    model = _model("spann3r_small_synthetic")
+    fast = optimize_for_inference(model, dtype=torch.qint8)
+    assert set(fast.inference_plan.counts()) == {"int8"}
+    assert type(fast.dust3r.head1.proj) is nn.Linear  # linear head kept exact
+    frames = _frames("spann3r_small_synthetic")[None]
+    with torch.inference_mode():
+        ref = model(frames)
+        out = fast(frames)
+    assert 0 < _relative_error(out.pts3d, ref.pts3d) < INT8_TOL
+
+
+# ---------------------------------------------------------------------- building blocks
+@needs_onednn
+@pytest.mark.parametrize("impl", ["aten", "onednn", "onednn_packed"])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_inference_linear_equals_linear(impl: str, activation: str) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 80)
+    x = torch.randn(2, 7, 48)
+    with torch.inference_mode():
+        want = layer(x)
+        want = F.gelu(want) if activation == "gelu" else want
+        got = InferenceLinear(layer, impl, activation=activation)(x)  # type: ignore[arg-type]
+    _close(got, want)
+
+
+@needs_onednn
+@pytest.mark.usefixtures("without_typecheck")
+def test_packed_linear_state_dict_unpacks_and_loads() -> None:
+    layer = nn.Linear(16, 8, bias=False)
+    packed = InferenceLinear(layer, "onednn_packed", keep_weight=False)
+    assert packed.weight is None and "impl=onednn_packed" in repr(packed)
+    assert torch.equal(packed.state_dict()["weight"], layer.weight.detach())
+    new = torch.randn(8, 16)
+    packed.load_state_dict({"weight": new})
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        _close(packed(x), x @ new.T)
+    with pytest.raises(ValueError, match="keep_weight"):
+        InferenceLinear(layer, "onednn", keep_weight=False)
+    with pytest.raises(ValueError, match="impl"):
+        InferenceLinear(layer, "mkl")  # type: ignore[arg-type]
+
+
+@needs_onednn
+def test_choose_linear_impl_measures_once() -> None:
+    layer = nn.Linear(32, 64)
+    impl, seconds = choose_linear_impl(layer, tokens=17)
+    assert impl in seconds and set(seconds) <= {"aten", "onednn", "onednn_packed"}
+    assert all(t > 0 for t in seconds.values())
+    assert choose_linear_impl(layer, tokens=17) == (impl, seconds)  # cached
+    assert isinstance(would_change(_model("spann3r_tiny"), tokens=6), bool)
+
+
+def test_cpu_features_read_from_torch() -> None:
+    cpu = cpu_features()
+    assert cpu.capability == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(cpu.native_bf16, bool) and cpu.threads == torch.get_num_threads()
+    if cpu.avx512_bf16 or cpu.amx_bf16:
+        assert cpu.native_bf16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"backend": "fastest"}, ValueError, "`backend`"),
+        ({"dtype": "bf16"}, TypeError, "`dtype`"),
+        ({"dtype": torch.float16}, ValueError, "`dtype`"),
+        ({"dtype": torch.int32}, ValueError, "`dtype`"),
+        ({"backend": "cuda_graph"}, ValueError, "cuda_graph"),
+        ({"tokens": 0}, ValueError, "`tokens`"),
+        ({"dtype": torch.qint8, "backend": "onednn"}, ValueError, "qint8"),
+    ],
+)
+@pytest.mark.usefixtures("without_typecheck")
+def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        optimize_for_inference(_model("spann3r_tiny"), **kwargs)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_bad_models_are_refused() -> None:
+    with pytest.raises(TypeError, match="`model`"):
+        optimize_for_inference("spann3r_tiny")  # type: ignore[type-var]
+    with torch.device("meta"):
+        meta = sm.create_model("spann3r_tiny")
+    with pytest.raises(ValueError, match="meta"):
+        optimize_for_inference(meta)
+    with pytest.raises(ValueError, match="float32"):
+        optimize_for_inference(_model("spann3r_tiny").double())
+    fast = optimize_for_inference(_model("spann3r_tiny"), backend="eager")
+    with pytest.raises(ValueError, match="already optimised"):
+        optimize_for_inference(fast)
+
+
+class _FakeCapture:
+    """CPU stand-in for a CUDA graph: 'replay' runs the call again into the same outputs."""
+
+    recorded = 0
+
+    def capture(self, fn):
+        type(self).recorded += 1
+        self.fn = fn
+        self.out = fn()
+        return self.out
+
+    def replay(self) -> None:
+        new = self.fn()
+        self.out.copy_(new)
+
+
+def test_graphed_call_records_per_signature_and_returns_fresh_outputs() -> None:
+    calls = []
+
+    def block(x: torch.Tensor, scale: int) -> torch.Tensor:
+        calls.append(scale)
+        return x * scale + 1
+
+    _FakeCapture.recorded = 0
+    graphed = GraphedCall(block, "block", make_capture=_FakeCapture)
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    with torch.inference_mode():
+        out_a = graphed(a, 2)
+        out_b = graphed(b, 2)
+        assert _FakeCapture.recorded == 1
+        _close(out_a, a * 2 + 1)
+        _close(out_b, b * 2 + 1)  # a's output was not overwritten: outputs are clones
+        _close(graphed(a, 3), a * 3 + 1)
+        graphed(torch.randn(4, 3), 3)
+        assert _FakeCapture.recorded == 3  # a new scale and a new shape
+    with torch.enable_grad():
+        graphed(a, 2)  # autograd on: eager, nothing recorded
+    assert _FakeCapture.recorded == 3
+
+    class Broken:
+        def capture(self, fn):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    eager = GraphedCall(block, "block", make_capture=Broken)
+    with torch.inference_mode():
+        _close(eager(a, 2), a * 2 + 1)  # falls back to eager
+        _close(eager(a, 2), a * 2 + 1)
+
+
+# ---------------------------------------------------------------------- CUDA
+@needs_cuda
+@pytest.mark.usefixtures("without_typecheck")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["eager", "cuda_graph"])
+def test_cuda_paths_equal_eager(dtype: torch.dtype, backend: str) -> None:
+    model = _model("spann3r_small_synthetic").cuda()
+    frames = _frames("spann3r_small_synthetic", n=6).cuda()
+    fast = optimize_for_inference(model, dtype=dtype, backend=backend)
+    with torch.inference_mode():
+        ref = model(frames[None])
+    results = sm.inference.OnlineReconstructor(fast).run(frames)
+    pts = torch.stack([r.pts3d for r in results])
+    if dtype == torch.float32:
+        _close(pts, ref.pts3d[0], 1e-4)
+    else:
+        assert _relative_error(pts, ref.pts3d[0]) < BF16_TOL
+
+
+@needs_cuda
+@pytest.mark.usefixtures("without_typecheck")
+@pytest.mark.parametrize("backend", ["eager", "cuda_graph"])
+def test_cuda_stream_has_no_host_sync(backend: str) -> None:
+    model = _model("spann3r_small_synthetic").cuda()
+    fast = optimize_for_inference(model, dtype=torch.bfloat16, backend=backend)
+    frames = _frames("spann3r_small_synthetic", n=8).cuda()
+    recon = sm.inference.OnlineReconstructor(fast)
+    with sm.value_checks(False):
+        recon.run(frames[:3])  # record the graphs (allocations, cuBLAS handles) first
+        recon.reset()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for frame in frames:
+                recon.step(frame)
+            recon.finish()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(
+    os.environ.get("SPATIALMEM_TEST_COMPILE") != "1",
+    reason="compiles with inductor for minutes; set SPATIALMEM_TEST_COMPILE=1",
+)
+@pytest.mark.slow
+@pytest.mark.usefixtures("without_typecheck")
+def test_inductor_path_equals_eager() -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _model("spann3r_tiny").to(device)
+    frames = _frames("spann3r_tiny", n=4).to(device)
+    fast = optimize_for_inference(model, backend="inductor")
+    with torch.inference_mode():
+        ref = model(frames[None])
+    results = sm.inference.OnlineReconstructor(fast).run(frames)
+    _close(torch.stack([r.pts3d for r in results]), ref.pts3d[0], 1e-4)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_cli_optimises_in_place_unless_told_not_to() -> None:
+    from spatialmem import cli
+
+    parser = cli.build_parser()
+    for argv in (["reconstruct", "a.png", "b.png"], ["evaluate"], ["demo"]):
+        assert parser.parse_args(argv).optimize is True
+        assert parser.parse_args([*argv, "--no-optimize"]).optimize is False
+    model = _model("spann3r_tiny")
+    eager = cli._inference_model(model, False, (32, 48))
+    assert eager is model and not model.inference_plan.changed
+    assert model.inference_plan.backend == "eager"
+    other = _model("spann3r_tiny")
+    assert cli._inference_model(other, True, (32, 48)) is other
+    assert other.inference_plan.backend == "auto" and other.inference_plan.tokens == 6

@@ -1,0 +1,294 @@
+"""Training runs: run directory (metrics CSV, loss plot, resumable state), exact resumption,
+validation, colour jitter and TOML config files.
+
+Everything runs the tiny model on 32x32 clips of 3 frames on the CPU, for a few steps.
+"""
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from spatialmem.training import TrainConfig, train
+from spatialmem.training.augment import jitter_colors
+from spatialmem.training.cli import build_parser, main, parse_config
+from spatialmem.training.config import RESUME_FREE_FIELDS, read_config_file
+from spatialmem.training.distributed import ResumableSampler
+from spatialmem.training.logs import METRIC_COLUMNS, MetricsCSV, plot_loss_curves, read_metrics
+from spatialmem.training.runner import TrainResult
+from spatialmem.training.state import STATE_FORMAT, load_train_state
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# 6 scenes in batches of 2: 3 batches per epoch, so 4 steps cross an epoch boundary and a run
+# stopped after 2 steps resumes in the middle of epoch 0. Memory dropout stays on (0.15), so
+# the random state must be restored too.
+TINY = TrainConfig(
+    model="spann3r_tiny",
+    steps=4,
+    batch_size=2,
+    num_scenes=6,
+    num_frames=3,
+    height=32,
+    width=32,
+    video_frames=8,
+    max_interval=2,
+    lr=1e-3,
+    warmup_steps=1,
+    color_jitter=0.3,
+    val_every=2,
+    val_scenes=3,
+    save_every=3,
+    log_every=1,
+    device="cpu",
+    amp="off",
+    seed=3,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the tensors are tiny, a second thread only adds barrier waits."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Path]:
+    """The uninterrupted 4-step run with a run directory."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    torch.set_num_threads(1)
+    result = train(dataclasses.replace(TINY, run_dir=str(run_dir)))
+    return result, run_dir
+
+
+def _rows_without_time(csv_path: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(csv_path)]
+
+
+# --------------------------------------------------------------------------- run directory
+def test_run_directory_files(reference: tuple[TrainResult, Path]) -> None:
+    result, run_dir = reference
+    assert {p.name for p in run_dir.iterdir()} == {"last.pt", "metrics.csv", "loss.png"}
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [0, 0, 0, 1]
+    for row, stats in zip(rows, result.history, strict=True):
+        assert float(row["loss"]) == pytest.approx(stats.loss, rel=1e-6)
+        assert float(row["grad_norm"]) == pytest.approx(stats.grad_norm, rel=1e-6)
+        assert float(row["lr"]) == pytest.approx(stats.lr, rel=1e-6)
+        assert float(row["alpha"]) == pytest.approx(0.4)
+        assert float(row["seconds"]) >= 0
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds)
+    png = (run_dir / "loss.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
+    state = load_train_state(run_dir / "last.pt")
+    assert state["format"] == STATE_FORMAT
+    assert state["step"] == 4 and state["micro_step"] == 4 and state["epoch"] == 1
+    assert state["config"] == dataclasses.asdict(dataclasses.replace(TINY, run_dir=str(run_dir)))
+    assert state["scaler"] is None and state["scheduler"]["last_epoch"] == 4
+    assert len(state["rng"]) == 1 and state["rng"][0]["cpu"].dtype == torch.uint8
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(state["model"][name], value), name
+
+
+def test_validation_loss_is_logged(
+    reference: tuple[TrainResult, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    result, run_dir = reference
+    assert set(result.val_losses) == {2, 4}
+    rows = {int(r["step"]): r["val_loss"] for r in read_metrics(run_dir / "metrics.csv")}
+    assert rows[1] == rows[3] == ""
+    for step, loss in result.val_losses.items():
+        assert float(rows[step]) == pytest.approx(loss, rel=1e-6)
+        assert loss > 0 and loss == loss  # finite, not NaN
+    # Validation happens in eval mode on fixed clips, and logs a line.
+    caplog.set_level(logging.INFO, logger="spatialmem.training")
+    config = dataclasses.replace(TINY, steps=1, val_every=1, color_jitter=0.0)
+    again = train(config)
+    assert set(again.val_losses) == {1}
+    assert again.model.training  # back in training mode
+    assert any("validation loss" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- resumption
+def test_resume_continues_exactly(reference: tuple[TrainResult, Path], tmp_path: Path) -> None:
+    """2 steps, stop, resume to 4 == 4 steps in one go: same parameters, same CSV rows."""
+    want, ref_dir = reference
+    run = dataclasses.replace(TINY, run_dir=str(tmp_path))
+    first = train(dataclasses.replace(run, stop_after=2, out=str(tmp_path / "final.pt")))
+    assert first.start_step == 0 and len(first.history) == 2
+    assert not (tmp_path / "final.pt").exists()  # only written at the real end
+    # A row written after the last save (a crash before the next one) is dropped on resume.
+    with MetricsCSV(tmp_path / "metrics.csv", keep_until=2) as log:
+        log.write(step=3, epoch=0, loss=123.0)
+    # Logging, saving and validation options may change; the data order does not depend on them.
+    second = train(dataclasses.replace(run, resume=True, log_every=3, save_every=1))
+    assert second.start_step == 2 and len(second.history) == 2 and second.epochs == 2
+    got = second.model.state_dict()
+    for name, value in want.model.state_dict().items():
+        assert torch.equal(got[name], value), name
+    assert _rows_without_time(tmp_path / "metrics.csv") == _rows_without_time(
+        ref_dir / "metrics.csv"
+    )
+    assert second.history == want.history[2:]
+
+
+def test_resume_refuses_other_settings(reference: tuple[TrainResult, Path]) -> None:
+    _, run_dir = reference
+    changed = dataclasses.replace(
+        TINY, run_dir=str(run_dir), resume=True, lr=2e-3, num_frames=4, log_every=2
+    )
+    with pytest.raises(ValueError, match="cannot resume") as err:
+        train(changed)
+    differing = str(err.value).split(" (only")[0]
+    assert "lr: saved 0.001, now 0.002" in differing and "num_frames: saved 3, now 4" in differing
+    assert "resume:" not in differing and "log_every" not in differing  # free to change
+    assert {"resume", "log_every", "save_every", "num_workers", "device"} <= RESUME_FREE_FIELDS
+    with pytest.raises(ValueError, match="resume needs a run_dir"):
+        TrainConfig(resume=True)
+
+
+def test_resume_at_the_end_and_without_state(
+    reference: tuple[TrainResult, Path], tmp_path: Path
+) -> None:
+    result, ref_dir = reference
+    # Nothing saved yet: resume starts a new run.
+    fresh = train(
+        dataclasses.replace(TINY, steps=1, val_every=0, run_dir=str(tmp_path / "new"), resume=True)
+    )
+    assert fresh.start_step == 0 and len(fresh.history) == 1
+    # A finished run resumes to its end without training (and writes the final checkpoint).
+    run_dir = shutil.copytree(ref_dir, tmp_path / "copy")  # the reference stays untouched
+    out = tmp_path / "again.pt"
+    done = train(dataclasses.replace(TINY, run_dir=str(run_dir), resume=True, out=str(out)))
+    assert done.start_step == 4 and done.history == [] and out.exists()
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(done.model.state_dict()[name], value), name
+
+
+def test_sampler_skips_the_consumed_items() -> None:
+    sampler = ResumableSampler(range(10), num_replicas=1, rank=0, shuffle=True, seed=4)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start=4)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_epoch(3)
+    assert len(sampler) == 10 and sorted(sampler) == list(range(10))
+    with pytest.raises(ValueError, match="start"):
+        sampler.set_epoch(0, start=11)
+
+
+# --------------------------------------------------------------------------- colour jitter
+def test_jitter_is_deterministic_and_in_range() -> None:
+    frames = torch.rand(3, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    before = frames.clone()
+    a = jitter_colors(frames, 0.5, torch.Generator().manual_seed(1))
+    b = jitter_colors(frames, 0.5, torch.Generator().manual_seed(1))
+    c = jitter_colors(frames, 0.5, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == frames.shape and a.dtype == frames.dtype
+    assert a.min() >= -1 and a.max() <= 1 and not torch.equal(a, frames)
+    assert jitter_colors(frames, 0.0, torch.Generator()) is frames
+    # The input is not modified.
+    assert torch.equal(frames, before)
+    with pytest.raises(ValueError, match="strength"):
+        jitter_colors(frames, 1.5)
+
+
+def test_jitter_is_one_draw_per_clip() -> None:
+    frame = torch.rand(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    clips = frame.expand(2, 3, 3, 8, 8).contiguous()  # 2 clips of 3 identical frames
+    out = jitter_colors(clips, 0.4, torch.Generator().manual_seed(5))
+    for b in range(2):  # same factors for every frame of a clip
+        assert torch.equal(out[b, 0], out[b, 1]) and torch.equal(out[b, 0], out[b, 2])
+    assert not torch.equal(out[0], out[1])  # another draw for another clip
+    # A grey image keeps zero saturation: the channels stay equal.
+    grey = torch.full((1, 2, 3, 4, 4), 0.2)
+    jittered = jitter_colors(grey, 0.5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(jittered[:, :, 0], jittered[:, :, 1])
+
+
+# --------------------------------------------------------------------------- config files
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        'model = "spann3r_tiny"\nsteps = 3\nbatch-size = 4\nlr = 1\ncurriculum = false\n'
+        'color_jitter = 0.25\nmax_grad_norm = 0\nscenes = "box"\n'
+    )
+    config = TrainConfig.from_toml(recipe)
+    assert config == TrainConfig(
+        steps=3, batch_size=4, lr=1.0, curriculum=False, color_jitter=0.25, max_grad_norm=None
+    )
+    assert isinstance(config.lr, float)
+    assert TrainConfig.from_toml(recipe, steps=9).steps == 9
+    # Explicit command-line options win over the file; the others come from it.
+    parsed = parse_config(["--config", str(recipe), "--steps", "7", "--curriculum"])
+    assert parsed == dataclasses.replace(config, steps=7, curriculum=True)
+    assert parse_config(["--steps", "7"]) == TrainConfig(steps=7)
+    # The plain parser stays one option per field.
+    assert "config" not in {a.dest for a in build_parser()._actions}
+
+
+def test_config_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = 3\nlearning_rate = 1e-4\n")
+    with pytest.raises(ValueError, match=r"unknown key 'learning_rate'.*valid keys.*\blr\b"):
+        TrainConfig.from_toml(bad)
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(bad)])
+    assert "learning_rate" in capsys.readouterr().err
+    cases = {
+        "steps = '3'\n": "`steps` must be a int",
+        "amp = 'fp8'\n": "`amp` must be one of",
+        "batch_size = 2\nbatch-size = 3\n": "given twice",
+        "steps = [\n": "not valid TOML",
+        "steps = 0\n": "steps must be >= 1",
+    }
+    for text, message in cases.items():
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            TrainConfig.from_toml(bad)
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(tmp_path / "missing.toml")])
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing set\n")
+    assert read_config_file(empty) == {}
+
+
+def test_entry_point_with_config_file(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        "steps = 5\nbatch-size = 2\nnum-scenes = 2\nnum-frames = 3\nheight = 32\nwidth = 32\n"
+        f"device = 'cpu'\nrun-dir = '{tmp_path / 'run'}'\ntorch-threads = 1\n"
+    )
+    assert main(["--config", str(recipe), "--steps", "1", "--save-every", "1"]) == 0
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [r["step"] for r in rows] == ["1"]
+    assert load_train_state(tmp_path / "run" / "last.pt")["config"]["steps"] == 1
+
+
+def test_plot_handles_negative_losses_and_no_validation(tmp_path: Path) -> None:
+    with MetricsCSV(tmp_path / "m.csv") as log:
+        for step in range(1, 30):
+            log.write(step=step, epoch=0, loss=1.0 - step / 10)
+    out = plot_loss_curves(tmp_path / "m.csv", tmp_path / "plots" / "loss.png", title="t")
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    with pytest.raises(ValueError, match="unknown metric"):
+        MetricsCSV(tmp_path / "n.csv").write(stepp=1)
+
+
+# --------------------------------------------------------------------------- scene kinds
+def test_room_scenes() -> None:
+    config = dataclasses.replace(
+        TINY, scenes="rooms", steps=1, num_scenes=2, batch_size=1, val_every=1, val_scenes=1
+    )
+    result = train(config)
+    assert len(result.history) == 1 and set(result.val_losses) == {1}
