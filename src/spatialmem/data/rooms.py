@@ -44,8 +44,8 @@ from torch import Tensor
 from spatialmem._checks import check_tensor
 from spatialmem._typing import Float, Int
 from spatialmem.data.curriculum import CurriculumConfig
-from spatialmem.data.scenes import SceneClip, SceneClipDataset
-from spatialmem.geometry.camera import intrinsics_from_focal, pixel_grid
+from spatialmem.data.scenes import SceneClip, SceneClipDataset, camera_rays, look_along
+from spatialmem.geometry.camera import intrinsics_from_focal
 
 __all__ = [
     "SPLIT_SIZE",
@@ -357,7 +357,7 @@ class RoomScene:
         y = self.path_centre[1] + self.bob * torch.sin(3.0 * angle)
         centre = torch.stack([xz[:, 0], y, xz[:, 1]], dim=-1)
         if self.trajectory == "orbit":
-            forward = _unit(self.look_target - centre)
+            forward = self.look_target - centre
         else:
             ahead = _path_xz(
                 self.trajectory,
@@ -370,14 +370,8 @@ class RoomScene:
             turn = self.inward * (1.0 + 0.3 * torch.sin(2.0 * angle))[:, None]
             look = torch.cos(turn) * tangent + torch.sin(turn) * to_centre
             pitch = 0.15 + 0.1 * torch.sin(angle)
-            forward = _unit(torch.stack([look[:, 0], pitch, look[:, 1]], dim=-1))
-        down_hint = torch.tensor([0.0, 1.0, 0.0]).expand_as(forward)
-        right = _unit(torch.linalg.cross(down_hint, forward))
-        down = torch.linalg.cross(forward, right)
-        pose = torch.eye(4).repeat(t.shape[0], 1, 1)
-        pose[:, :3, :3] = torch.stack([right, down, forward], dim=-1)
-        pose[:, :3, 3] = centre
-        return pose
+            forward = torch.stack([look[:, 0], pitch, look[:, 1]], dim=-1)
+        return look_along(centre, forward)
 
     # ------------------------------------------------------------------ rendering
     def render(self, frame_indices: Int[Tensor, "T"], height: int, width: int) -> SceneClip:
@@ -392,16 +386,9 @@ class RoomScene:
             The [`SceneClip`][spatialmem.data.scenes.SceneClip] of those frames.
         """
         check_tensor("frame_indices", frame_indices, ndim=1, floating=False, expected="T")
-        if height < 1 or width < 1:
-            raise ValueError(f"`height` and `width` must be >= 1, got {height} x {width}")
         k = self.intrinsics(height, width)
         pose = self.camera_pose(frame_indices)
-        u, v = pixel_grid(height, width).unbind(-1)
-        ray_cam = torch.stack(
-            [(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], torch.ones_like(u)], dim=-1
-        )  # z = 1, so the ray parameter is the depth
-        rays = torch.einsum("tij,hwj->thwi", pose[:, :3, :3], ray_cam).reshape(-1, 3)
-        origin = pose[:, None, None, :3, 3].expand(-1, height, width, -1).reshape(-1, 3)
+        origin, rays = (x.reshape(-1, 3) for x in camera_rays(pose, k, height, width))
         depth, surface, normal, uv = self._intersect(origin, rays)
         pts = origin + depth[:, None] * rays
         colour = self._shade(pts, surface, normal, uv)

@@ -47,7 +47,9 @@ __all__ = [
     "SceneClipDataset",
     "SyntheticScene",
     "SyntheticScenes",
+    "camera_rays",
     "collate_clips",
+    "look_along",
     "synthetic_clip",
 ]
 
@@ -158,6 +160,41 @@ def collate_clips(clips: Sequence[SceneClip]) -> SceneBatch:
 
 def _unit(v: Tensor) -> Tensor:
     return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def look_along(
+    centre: Float[Tensor, "T 3"], forward: Float[Tensor, "T 3"]
+) -> Float[Tensor, "T 4 4"]:
+    """Camera-to-world poses of cameras at ``centre`` looking along ``forward`` (any length),
+    upright: the world's ``+y`` is the image's "down" (OpenCV axes)."""
+    forward = _unit(forward)
+    down_hint = torch.tensor([0.0, 1.0, 0.0]).expand_as(forward)
+    right = _unit(torch.linalg.cross(down_hint, forward))
+    down = torch.linalg.cross(forward, right)
+    pose = torch.eye(4).repeat(centre.shape[0], 1, 1)
+    pose[:, :3, :3] = torch.stack([right, down, forward], dim=-1)
+    pose[:, :3, 3] = centre
+    return pose
+
+
+def camera_rays(
+    pose: Float[Tensor, "T 4 4"], intrinsics: Float[Tensor, "3 3"], height: int, width: int
+) -> tuple[Float[Tensor, "T H W 3"], Float[Tensor, "T H W 3"]]:
+    """World origin and direction of every pixel's ray; directions have camera ``z = 1``, so a
+    hit's ray parameter is its depth.
+
+    Raises:
+        ValueError: ``height`` or ``width`` below 1.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"`height` and `width` must be >= 1, got {height} x {width}")
+    k = intrinsics
+    u, v = pixel_grid(height, width).unbind(-1)
+    ray_cam = torch.stack(
+        [(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], torch.ones_like(u)], dim=-1
+    )
+    rays = torch.einsum("tij,hwj->thwi", pose[:, :3, :3], ray_cam)
+    return pose[:, None, None, :3, 3].expand_as(rays), rays
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,14 +315,7 @@ class SyntheticScene:
         t = frame_indices.to(torch.float32)[:, None]
         phase = torch.sin(_TWO_PI * t / self.sway_period)
         centre = self.start + t * self.velocity + phase * self.sway
-        forward = _unit(self.look_at - centre)
-        down_hint = torch.tensor([0.0, 1.0, 0.0]).expand_as(forward)
-        right = _unit(torch.linalg.cross(down_hint, forward))
-        down = torch.linalg.cross(forward, right)
-        pose = torch.eye(4).repeat(t.shape[0], 1, 1)
-        pose[:, :3, :3] = torch.stack([right, down, forward], dim=-1)
-        pose[:, :3, 3] = centre
-        return pose
+        return look_along(centre, self.look_at - centre)
 
     def render(self, frame_indices: Int[Tensor, "T"], height: int, width: int) -> SceneClip:
         """Render frames of the video with their ground truth.
@@ -301,16 +331,9 @@ class SyntheticScene:
             The [`SceneClip`][spatialmem.data.scenes.SceneClip] of those frames.
         """
         check_tensor("frame_indices", frame_indices, ndim=1, floating=False, expected="T")
-        if height < 1 or width < 1:
-            raise ValueError(f"`height` and `width` must be >= 1, got {height} x {width}")
         k = self.intrinsics(height, width)
         pose = self.camera_pose(frame_indices)
-        u, v = pixel_grid(height, width).unbind(-1)
-        ray_cam = torch.stack(
-            [(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], torch.ones_like(u)], dim=-1
-        )  # [H, W, 3], z = 1 so the ray parameter is the depth
-        rays = torch.einsum("tij,hwj->thwi", pose[:, :3, :3], ray_cam)
-        origin = pose[:, None, None, :3, 3].expand_as(rays)
+        origin, rays = camera_rays(pose, k, height, width)
         depth, face = self._intersect(origin, rays)
         pts = origin + depth[..., None] * rays
         images = self._shade(pts, face)
