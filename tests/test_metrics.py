@@ -7,12 +7,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from jaxtyping import TypeCheckError
 
-from spatialmem.geometry import rigid, sim3, transform_points
+from spatialmem.geometry import points_in_camera, rigid, sim3, transform_points
 from spatialmem.metrics import (
     NeighborIndex,
     ReconstructionMetrics,
     accuracy,
+    aligned_point_error,
     chamfer_distance,
     completion,
     completion_ratio,
@@ -476,3 +478,51 @@ EXAMPLES = _docstring_examples()
 @pytest.mark.parametrize(("name", "code"), EXAMPLES, ids=[name for name, _ in EXAMPLES])
 def test_docstring_examples_run(name: str, code: str) -> None:
     exec(compile(code, f"<docstring of {name}>", "exec"), {})
+
+
+# --------------------------------------------------------------------------- registration error
+def _posed_frames(t: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """World points of ``t`` 4x5 frames and their camera-to-world poses (moving camera)."""
+    g = torch.Generator().manual_seed(0)
+    world = torch.rand(1, t, 4, 5, 3, generator=g) * 4
+    poses = torch.stack(
+        [
+            rigid(
+                torch.linalg.matrix_exp(
+                    torch.tensor([[0.0, -0.3 * i, 0], [0.3 * i, 0, 0], [0, 0, 0]])
+                ),
+                torch.tensor([0.5 * i, 0.0, 0.2 * i]),
+            )
+            for i in range(t)
+        ]
+    )[None]
+    return world, poses
+
+
+def test_aligned_point_error_is_zero_up_to_similarity_and_sees_misregistration() -> None:
+    world, poses = _posed_frames()
+    valid = torch.ones(world.shape[:-1], dtype=torch.bool)
+    valid[0, 1, 0, 0] = False
+    moved = transform_points(
+        sim3(
+            torch.tensor(2.5),
+            torch.linalg.matrix_exp(torch.tensor([[0.0, 0.4, 0], [-0.4, 0, 0.1], [0, -0.1, 0]])),
+            torch.tensor([1.0, -2.0, 3.0]),
+        )[None],
+        world,
+    )
+    moved[0, 1, 0, 0] = float("nan")  # an invalid pixel may hold anything
+    assert aligned_point_error(moved, world, valid).item() < 1e-5
+    # Every frame left in its own camera frame: no single similarity fits all of them.
+    own = torch.stack([points_in_camera(world[:, i], poses[:, i]) for i in range(3)], dim=1)
+    assert aligned_point_error(own, world, valid).item() > 0.02
+
+
+def test_aligned_point_error_refuses_bad_input() -> None:
+    world, _ = _posed_frames()
+    valid = torch.ones(world.shape[:-1], dtype=torch.bool)
+    # Without runtime type checking (the default) our own check names the shapes.
+    with pytest.raises((ValueError, TypeCheckError), match=r"same pixels|parameters"):
+        aligned_point_error(world[:, :2], world, valid)
+    with pytest.raises(ValueError, match=">= 3 valid pixels"):
+        aligned_point_error(world, world, torch.zeros_like(valid))

@@ -53,6 +53,29 @@ def test_skipping_the_second_head_changes_nothing(model: Spann3R) -> None:
     assert torch.equal(full.steps.pts_view2[:, -1], full.pts3d[:, -1])
 
 
+def test_dropping_the_final_memory_changes_no_prediction(model: Spann3R) -> None:
+    frames = _frames(1, 4, seed=3)
+    with torch.no_grad():
+        kept = model(frames, return_steps=True)
+        dropped = model(frames, return_steps=True, return_memory=False)
+    assert dropped.memory is None and kept.memory is not None
+    assert torch.equal(kept.pts3d, dropped.pts3d) and torch.equal(kept.conf, dropped.conf)
+    assert kept.steps is not None and dropped.steps is not None
+    assert torch.equal(kept.steps.pts_view2, dropped.steps.pts_view2)
+
+
+def test_a_pair_clip_without_final_memory_leaves_the_memory_parts_out() -> None:
+    """On 2 frames nothing reads the memory: without the final write the memory encoder is not
+    run at all, so it gets no gradient (what a 2-frame training stage relies on)."""
+    torch.manual_seed(0)
+    model = sm.create_model("spann3r_tiny").train()
+    out = model(_frames(1, 2), return_memory=False)
+    assert out.steps is not None
+    (out.steps.pts_view2.sum() + out.steps.pts_view1.sum()).backward()
+    assert all(p.grad is None for p in model.memory_encoder.parameters())
+    assert any(p.grad is not None for p in model.dust3r.parameters())
+
+
 def test_batch_equals_per_sample_with_different_gate_decisions(model: Spann3R) -> None:
     frames = _frames(2, 5, seed=2)
     # Sample 0: a static camera from frame 1 on, so its gate skips the insertions of frames 2

@@ -413,6 +413,8 @@ def test_two_process_gradients_equal_the_full_batch(tmp_path: Path) -> None:
     # The entry point ran under the same torchrun for two steps and rank 0 saved.
     payload = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert payload["step"] == 2
+    # 2-frame clips (a pair stage): the memory parts get no gradient and DDP must not wait for one.
+    assert torch.load(tmp_path / "pairs.pt", weights_only=True)["step"] == 1
 
 
 def _ddp_worker(out_dir: Path) -> None:
@@ -433,14 +435,17 @@ def _ddp_worker(out_dir: Path) -> None:
         },
         out_dir / f"rank{ctx.rank}.pt",
     )
-    # The real entry point, as `torchrun -m spatialmem.training` runs it.
-    sys.argv = ["spatialmem.training", "--model", "spann3r_tiny", "--steps", "2"]
-    sys.argv += ["--batch-size", "1", "--num-scenes", "4", "--frames", "3", "--height", "32"]
-    sys.argv += ["--width", "32", "--log-every", "1", "--out", str(out_dir / "ddp.pt")]
-    try:
-        runpy.run_module("spatialmem.training", run_name="__main__")
-    except SystemExit as exit_:
-        assert exit_.code == 0, exit_.code
+    # The real entry point, as `torchrun -m spatialmem.training` runs it; then on 2-frame clips
+    # (a pair stage), where the memory parts get no gradient.
+    common = ["spatialmem.training", "--model", "spann3r_tiny", "--batch-size", "1"]
+    common += ["--num-scenes", "4", "--height", "32", "--width", "32", "--log-every", "1"]
+    for frames, steps, name in ((3, 2, "ddp.pt"), (2, 1, "pairs.pt")):
+        sys.argv = [*common, "--frames", str(frames), "--steps", str(steps)]
+        sys.argv += ["--out", str(out_dir / name)]
+        try:
+            runpy.run_module("spatialmem.training", run_name="__main__")
+        except SystemExit as exit_:
+            assert exit_.code == 0, exit_.code
     cleanup(ctx)
 
 

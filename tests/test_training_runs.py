@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from spatialmem.interop import CheckpointError, load_checkpoint, save_checkpoint
+from spatialmem.models import create_model
 from spatialmem.training import TrainConfig, train
 from spatialmem.training.augment import jitter_colors
 from spatialmem.training.cli import build_parser, main, parse_config
 from spatialmem.training.config import RESUME_FREE_FIELDS, read_config_file
 from spatialmem.training.distributed import ResumableSampler
+from spatialmem.training.init_weights import load_initial_weights
 from spatialmem.training.logs import METRIC_COLUMNS, MetricsCSV, plot_loss_curves, read_metrics
 from spatialmem.training.runner import TrainResult
 from spatialmem.training.state import STATE_FORMAT, load_train_state
@@ -74,7 +77,7 @@ def _rows_without_time(csv_path: Path) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- run directory
 def test_run_directory_files(reference: tuple[TrainResult, Path]) -> None:
     result, run_dir = reference
-    assert {p.name for p in run_dir.iterdir()} == {"last.pt", "metrics.csv", "loss.png"}
+    assert {p.name for p in run_dir.iterdir()} == {"last.pt", "best.pt", "metrics.csv", "loss.png"}
     rows = read_metrics(run_dir / "metrics.csv")
     assert tuple(rows[0]) == METRIC_COLUMNS
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
@@ -104,11 +107,20 @@ def test_validation_loss_is_logged(
 ) -> None:
     result, run_dir = reference
     assert set(result.val_losses) == {2, 4}
-    rows = {int(r["step"]): r["val_loss"] for r in read_metrics(run_dir / "metrics.csv")}
-    assert rows[1] == rows[3] == ""
+    assert set(result.val_errors) == {2, 4}
+    table = {int(r["step"]): r for r in read_metrics(run_dir / "metrics.csv")}
+    assert table[1]["val_loss"] == table[3]["val_error"] == ""
     for step, loss in result.val_losses.items():
-        assert float(rows[step]) == pytest.approx(loss, rel=1e-6)
+        assert float(table[step]["val_loss"]) == pytest.approx(loss, rel=1e-6)
         assert loss > 0 and loss == loss  # finite, not NaN
+        error = result.val_errors[step]
+        assert float(table[step]["val_error"]) == pytest.approx(error, rel=1e-6)
+        assert 0 < error < 1  # an untrained model: far from exact, but a fraction of the size
+    # best.pt holds the model of the validation with the lowest error.
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    best_step = min(result.val_errors, key=result.val_errors.__getitem__)
+    assert best["step"] == best_step and best["val_error"] == result.val_errors[best_step]
+    load_checkpoint(create_model("spann3r_tiny"), run_dir / "best.pt")
     # Validation happens in eval mode on fixed clips, and logs a line.
     caplog.set_level(logging.INFO, logger="spatialmem.training")
     config = dataclasses.replace(TINY, steps=1, val_every=1, color_jitter=0.0)
@@ -292,3 +304,54 @@ def test_room_scenes() -> None:
     )
     result = train(config)
     assert len(result.history) == 1 and set(result.val_losses) == {1}
+
+
+# --------------------------------------------------------------------------- initial weights
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _close_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=1e-8) for k in sa)
+
+
+def test_init_from_a_checkpoint_starts_there(tmp_path: Path) -> None:
+    torch.manual_seed(11)
+    start = create_model("spann3r_tiny")
+    path = tmp_path / "start.pt"
+    save_checkpoint(start, path)
+    # A negligible learning rate: the model stays at its initial weights, the checkpoint's.
+    config = dataclasses.replace(TINY, steps=1, lr=1e-12, val_every=0, init_from=str(path))
+    assert _close_weights(train(config).model, start)
+    assert not _close_weights(train(dataclasses.replace(config, init_from=None)).model, start)
+
+
+def test_init_from_shipped_weights_and_from_a_pair_model(tmp_path: Path) -> None:
+    model = create_model("spann3r_small_synthetic")
+    assert "shipped" in load_initial_weights(model, "pretrained", "spann3r_small_synthetic")
+    assert _same_weights(model, create_model("spann3r_small_synthetic", pretrained=True))
+
+    # A DUSt3R checkpoint fills the pair model only, as the paper starts from DUSt3R.
+    torch.manual_seed(12)
+    pair = create_model("spann3r_tiny").dust3r
+    save_checkpoint(pair, tmp_path / "dust3r.pt")
+    torch.manual_seed(13)
+    model = create_model("spann3r_tiny")
+    memory_before = {k: v.clone() for k, v in model.memory_encoder.state_dict().items()}
+    assert "pair model" in load_initial_weights(model, str(tmp_path / "dust3r.pt"), "spann3r_tiny")
+    assert _same_weights(model.dust3r, pair)
+    assert all(
+        torch.equal(v, model.memory_encoder.state_dict()[k]) for k, v in memory_before.items()
+    )
+
+
+def test_init_from_errors(tmp_path: Path) -> None:
+    save_checkpoint(create_model("spann3r_small_synthetic"), tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_initial_weights(create_model("spann3r_tiny"), str(tmp_path / "other.pt"), "x")
+    with pytest.raises(FileNotFoundError):
+        load_initial_weights(create_model("spann3r_tiny"), str(tmp_path / "none.pt"), "x")
+    with pytest.raises(ValueError, match="no pretrained weights are shipped"):
+        load_initial_weights(create_model("spann3r_tiny"), "pretrained", "spann3r_tiny")

@@ -39,6 +39,7 @@ from spatialmem.metrics.reconstruction import (
     mean_metrics,
     normal_consistency,
 )
+from spatialmem.metrics.registration import aligned_point_error
 from spatialmem.metrics.sampling import random_subset_indices, voxel_downsample_indices
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "NormalSource",
     "ReconstructionMetrics",
     "accuracy",
+    "aligned_point_error",
     "chamfer_distance",
     "completion",
     "completion_ratio",

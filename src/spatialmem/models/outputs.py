@@ -33,8 +33,9 @@ class PairStep(TensorDataclass):
     """Memory key of frame ``i`` (inserted at the end of the step)."""
     query: Float[Tensor, "B P C"]
     """Key of frame ``i + 1``: the query of the next step's memory read."""
-    value: Float[Tensor, "B P C"]
-    """Memory value written for frame ``i`` (memory-encoder output + key)."""
+    value: Float[Tensor, "B P C"] | None
+    """Memory value written for frame ``i`` (memory-encoder output + key); ``None`` when the step
+    wrote nothing (the last step of a forward with ``return_memory=False``)."""
 
 
 @dataclass(eq=False)
@@ -48,19 +49,20 @@ class SequenceOutput(TensorDataclass):
     steps: StepPredictions | None
     """Per-step pair predictions (both views of every step) for the training loss; present in
     training mode or with ``return_steps=True``."""
-    memory: MemoryState
-    """The memory after the last step."""
+    memory: MemoryState | None
+    """The memory after the last step; ``None`` from a forward with ``return_memory=False``
+    (which skips the last write)."""
 
     @classmethod
     def from_steps(
-        cls, steps: Sequence[PairStep], memory: MemoryState, *, with_steps: bool = False
+        cls, steps: Sequence[PairStep], memory: MemoryState | None, *, with_steps: bool = False
     ) -> "SequenceOutput":
         """Stack the steps of one pass: frame ``t`` is view 1 of step ``t``, the last frame view 2
         of the last step (which must therefore have run its second head).
 
         Args:
             steps: the ``T - 1`` steps in order.
-            memory: the memory after the last step.
+            memory: the memory after the last step (``None``: not kept).
             with_steps: also fill [steps][spatialmem.models.SequenceOutput.steps] (every step
                 needs its view 2).
 

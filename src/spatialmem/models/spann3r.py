@@ -220,6 +220,8 @@ class Spann3R(nn.Module):
         view2: EncodedFrame,
         fused: Float[Tensor, "B P Ce"],
         decoded: PairDecoding,
+        *,
+        write: bool = True,
     ) -> tuple[PairStep, MemoryState]:
         """Finish a decoded step: keys, the next query, the value, and the memory update.
 
@@ -229,14 +231,18 @@ class Spann3R(nn.Module):
             view2: frame ``i + 1`` encoded.
             fused: the read-out the step decoded with.
             decoded: [predict_pair][spatialmem.models.Spann3R.predict_pair]'s output.
+            write: compute the value and insert frame ``i``; ``False`` skips the memory encoder
+                and the update (the step's ``value`` is ``None`` and ``state`` is returned as is).
 
         Returns:
             ``(step, new_state)``.
         """
         key = self.key_head(view1.tokens, decoded.dec1[-1])
         query = self.query_head(view2.tokens, decoded.dec2[-1])
-        value = self.memory_value(decoded.view1, view1, key)
-        state = self.memory.update(state, key, value)
+        value = None
+        if write:
+            value = self.memory_value(decoded.view1, view1, key)
+            state = self.memory.update(state, key, value)
         step = PairStep(decoded.view1, decoded.view2, fused, decoded.dec2, key, query, value)
         return step, state
 
@@ -278,7 +284,11 @@ class Spann3R(nn.Module):
 
     # ------------------------------------------------------------------ sequence forward
     def forward(
-        self, frames: Float[Tensor, "B T 3 H W"], return_steps: bool | None = None
+        self,
+        frames: Float[Tensor, "B T 3 H W"],
+        return_steps: bool | None = None,
+        *,
+        return_memory: bool = True,
     ) -> SequenceOutput:
         """Reconstruct every frame of a batch of sequences in frame 0's coordinates.
 
@@ -291,6 +301,12 @@ class Spann3R(nn.Module):
                 ([SequenceOutput.steps][spatialmem.models.SequenceOutput.steps]); default: in
                 training mode only. In eval mode without it the second head runs on the last step
                 only, since its other outputs are never used.
+            return_memory: keep the memory after the last frame
+                ([SequenceOutput.memory][spatialmem.models.SequenceOutput.memory]), e.g. to
+                continue the stream. ``False`` (what training uses) skips the last frame's write,
+                whose memory-encoder pass never reaches a loss, and returns ``memory=None``:
+                under ``DistributedDataParallel`` a kept memory would make the memory parts look
+                used on 2-frame clips, where they receive no gradient.
 
         Returns:
             The reconstruction; ``pts3d[:, t]`` is the official ``preds[t]``.
@@ -321,9 +337,16 @@ class Spann3R(nn.Module):
             for i in range(1, t):
                 if i > 1:
                     view2 = self.encode(frames[:, i])
-                steps.append(driver.advance(view2, predict_view2=return_steps or i == t - 1))
-            assert driver.state is not None
-            return SequenceOutput.from_steps(steps, driver.state, with_steps=return_steps)
+                last = i == t - 1
+                steps.append(
+                    driver.advance(
+                        view2,
+                        predict_view2=return_steps or last,
+                        write=return_memory or not last,
+                    )
+                )
+            memory = driver.state if return_memory else None
+            return SequenceOutput.from_steps(steps, memory, with_steps=return_steps)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -459,12 +482,16 @@ class SequenceDriver:
             fused = fused.expand(k, *fused.shape[1:])
         return self.model.predict_pair(fused, view1, view2, view2_head=view2_head)
 
-    def advance(self, view2: EncodedFrame, *, predict_view2: bool = True) -> PairStep:
+    def advance(
+        self, view2: EncodedFrame, *, predict_view2: bool = True, write: bool = True
+    ) -> PairStep:
         """Run the current step with ``view2`` and move on (``view2`` becomes view 1).
 
         Args:
             view2: frame ``i + 1`` encoded.
             predict_view2: run the second head.
+            write: insert view 1 into the memory (``False``: the last step of a sequence whose
+                memory is not kept).
 
         Returns:
             The step's outputs; the memory is in [state][spatialmem.models.SequenceDriver.state].
@@ -472,7 +499,7 @@ class SequenceDriver:
         decoded = self.predict(view2, view2_head=predict_view2)
         assert self.state is not None and self.view1 is not None and self._fused is not None
         step, self.state = self.model.write_step(
-            self.state, self.view1, view2, self._fused, decoded
+            self.state, self.view1, view2, self._fused, decoded, write=write
         )
         self.view1, self.query, self._fused = view2, step.query, None
         self.num_steps += 1

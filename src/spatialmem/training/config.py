@@ -20,6 +20,7 @@ from spatialmem.training.optim import PAPER_LR
 from spatialmem.training.step import AmpMode
 
 __all__ = [
+    "BEST_FILE",
     "METRICS_FILE",
     "PLOT_FILE",
     "RESUME_FREE_FIELDS",
@@ -54,6 +55,7 @@ run executes, not the optimisation itself."""
 
 # Names of the files of a run directory.
 STATE_FILE = "last.pt"
+BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "loss.png"
 
@@ -137,6 +139,12 @@ class TrainConfig:
     resume: bool = False
     """Continue from ``run_dir/last.pt`` if it exists (the settings must match the saved ones,
     except logging, saving, validation and placement options); else start afresh."""
+    init_from: str | None = None
+    """Starting weights instead of a random initialisation: ``"pretrained"`` (the model's
+    shipped weights) or a checkpoint file (a run's ``last.pt`` or ``out``, a published Spann3R
+    checkpoint, or a DUSt3R checkpoint, which fills the pair model only, as the paper starts).
+    Only the weights are taken (optimiser, schedule and data start afresh); ignored when
+    ``resume`` continues a saved run. ``None``: random (seeded by ``seed``)."""
     stop_after: int | None = None
     """End this invocation after this many optimiser steps in total (saving ``last.pt``), e.g. to
     fit a job's time limit; the schedule and the data still follow ``steps``, and ``resume``

@@ -44,11 +44,15 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "grad_norm",
     "seconds",
     "val_loss",
+    "val_error",
 )
 """Columns of ``metrics.csv``: optimiser step (1-based), epoch (0-based), learning rate and
 confidence weight of the step, training loss and its confidence and scale parts, gradient norm
-before clipping, seconds since the run started (resumed runs continue the count), and the
-validation loss where validation ran."""
+before clipping, seconds since the run started (resumed runs continue the count), and where
+validation ran the validation loss and the validation error (per-pixel error after one Sim(3) per
+clip, as a fraction of the scene's diameter:
+[`aligned_point_error`][spatialmem.metrics.aligned_point_error]; it measures registration, which
+the loss does not show on its own)."""
 
 
 def _format(value: Any) -> str:
@@ -185,11 +189,13 @@ def plot_loss_curves(
     The training loss is drawn raw (faint) and smoothed (an exponential moving average), the
     validation loss as markers, against the optimiser step. The y axis is logarithmic, or
     symmetric-logarithmic (linear within a tenth of the median magnitude) when a loss is not
-    positive: the confidence-weighted loss can be negative.
+    positive: the confidence-weighted loss can be negative. Where the CSV has a validation error
+    (``val_error``), it is drawn on a second, linear axis on the right, in percent of the
+    scene's diameter.
 
     Args:
         csv_path: a file written by [`MetricsCSV`][spatialmem.training.logs.MetricsCSV] (columns
-            ``step``, ``loss`` and optionally ``val_loss``).
+            ``step``, ``loss`` and optionally ``val_loss`` and ``val_error``).
         png_path: the PNG to write (parent folders are created, an old file is replaced).
         title: figure title (default: the CSV's folder name).
 
@@ -210,8 +216,9 @@ def plot_loss_curves(
     rows = read_metrics(csv_path)
     steps, loss = _floats(rows, "loss")
     val_steps, val_loss = _floats(rows, "val_loss")
+    err_steps, val_error = _floats(rows, "val_error")
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=100)
     if steps:
         ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (raw)")
         ax.plot(steps, _smooth(loss), color="tab:blue", linewidth=1.6, label="train (smoothed)")
@@ -228,8 +235,22 @@ def plot_loss_curves(
     ax.set_ylabel("loss")
     ax.set_title(title if title is not None else csv_path.resolve().parent.name)
     ax.grid(True, which="both", alpha=0.3)
-    if steps or val_steps:
-        ax.legend(loc="upper right", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if err_steps:
+        right = ax.twinx()
+        right.plot(
+            err_steps, [100 * e for e in val_error], "s--", color="tab:green", markersize=4,
+            linewidth=0.8, label="validation error after Sim(3)",
+        )  # fmt: skip
+        right.set_ylabel("validation error (% of scene diameter)", color="tab:green")
+        right.set_ylim(bottom=0)
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:  # below the axes: nothing to hide on either axis
+        ax.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(handles),
+            fontsize=8, frameon=False,
+        )  # fmt: skip
     fig.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = png_path.with_name(png_path.name + ".tmp")

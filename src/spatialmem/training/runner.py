@@ -34,9 +34,11 @@ from spatialmem.data.scenes import (
 from spatialmem.interop import save_checkpoint
 from spatialmem.losses import Spann3RLoss, alpha_schedule
 from spatialmem.memory import MemoryConfig, SpatialMemory
+from spatialmem.metrics import aligned_point_error
 from spatialmem.models import Spann3R, create_model
 from spatialmem.training.augment import jitter_colors
 from spatialmem.training.config import (
+    BEST_FILE,
     METRICS_FILE,
     PLOT_FILE,
     RESUME_FREE_FIELDS,
@@ -52,6 +54,7 @@ from spatialmem.training.distributed import (
     reduce_mean,
     wrap_ddp,
 )
+from spatialmem.training.init_weights import load_initial_weights
 from spatialmem.training.logs import MetricsCSV, plot_loss_curves
 from spatialmem.training.optim import build_optimizer, warmup_cosine
 from spatialmem.training.state import (
@@ -93,6 +96,9 @@ class TrainResult:
     val_losses: dict[int, float] = field(default_factory=dict)
     """Validation loss (mean over the validation clips and ranks) by optimiser step, for the
     validations of this invocation."""
+    val_errors: dict[int, float] = field(default_factory=dict)
+    """Validation error ([`aligned_point_error`][spatialmem.metrics.aligned_point_error], mean
+    over the same clips) by optimiser step."""
     run_dir: Path | None = None
     """The run directory, if any."""
     start_step: int = 0
@@ -231,11 +237,12 @@ def _validate(
     batches: list[SceneBatch],
     ctx: DistributedContext,
     amp_dtype: torch.dtype | None,
-) -> float:
-    """Mean loss over the validation clips of all ranks (eval mode, no gradient)."""
+) -> tuple[float, float]:
+    """Mean loss and mean [`aligned_point_error`][spatialmem.metrics.aligned_point_error] over
+    the validation clips of all ranks (eval mode, no gradient)."""
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    total = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     use_amp = amp_dtype is not None and ctx.device.type == "cuda"
     try:
         for batch in batches:
@@ -246,12 +253,17 @@ def _validate(
             with autocast:
                 out = model(batch.frames, return_steps=True)
             loss = criterion(_float32(_step_predictions(out)), batch.target).loss
+            target = batch.target
+            error = aligned_point_error(out.pts3d.float(), target.pts3d, target.valid)
             total[0] += loss.double() * batch.batch_size
-            total[1] += batch.batch_size
+            total[1] += error.double().sum()
+            total[2] += batch.batch_size
     finally:
         model.train(was_training)
     total = reduce_mean(total, ctx)
-    return float(total[0] / total[1]) if float(total[1]) > 0 else math.nan
+    if float(total[2]) == 0:
+        return math.nan, math.nan
+    return float(total[0] / total[2]), float(total[1] / total[2])
 
 
 def _train_step(
@@ -321,6 +333,8 @@ class _Run:
         if self.dir is not None and ctx.is_main:
             keep = result.start_step if result.start_step > 0 else None
             self.csv = MetricsCSV(self.dir / METRICS_FILE, keep_until=keep)
+        # a resumed run competes with the best of the steps it continues; a new run starts over
+        self.best_error = _best_error(self.dir) if result.start_step > 0 else math.inf
 
     @property
     def elapsed(self) -> float:
@@ -337,16 +351,26 @@ class _Run:
         config, done = self.config, self.step.optimizer_steps
         self.result.history.append(stats)
         loss, conf, scale = self._step_losses()
-        val_loss = None
+        val_loss = val_error = None
         if self.val_batches is not None and (done % config.val_every == 0 or done == config.steps):
-            val_loss = _validate(
+            val_loss, val_error = _validate(
                 self.result.model, self.criterion, self.val_batches, self.ctx, self.step.amp_dtype
             )
             self.result.val_losses[done] = val_loss
+            self.result.val_errors[done] = val_error
+            if val_error < self.best_error:
+                self.best_error = val_error
+                self.save_best(epoch, val_error)
         if done % config.log_every == 0 or done == config.steps or val_loss is not None:
             _log(stats, (loss, conf, scale), done, config.steps, epoch, self.criterion.alpha)
             if val_loss is not None:
-                logger.info("step %d/%d: validation loss %.4f", done, config.steps, val_loss)
+                logger.info(
+                    "step %d/%d: validation loss %.4f, error after Sim(3) %.2f%% of the diameter",
+                    done,
+                    config.steps,
+                    val_loss,
+                    100 * (val_error or 0.0),
+                )
         if self.csv is not None:
             self.csv.write(
                 step=done,
@@ -359,6 +383,7 @@ class _Run:
                 grad_norm=stats.grad_norm,
                 seconds=round(self.elapsed, 3),
                 val_loss=val_loss,
+                val_error=val_error,
             )
         if done % config.save_every == 0:
             self.save(epoch)
@@ -400,6 +425,22 @@ class _Run:
             self.plot()
         self.saved_step = self.step.optimizer_steps
         barrier(self.ctx)
+
+    def save_best(self, epoch: int, val_error: float) -> None:
+        """Write ``best.pt``: the model with the lowest validation error so far (rank 0)."""
+        if self.dir is None or not self.ctx.is_main:
+            return
+        path = self.dir / BEST_FILE
+        save_checkpoint(
+            unwrap_model(self.step.model),
+            path,
+            step=self.step.optimizer_steps,
+            epoch=epoch,
+            val_error=val_error,
+            train_config=dataclasses.asdict(self.config),
+        )
+        done = self.step.optimizer_steps
+        logger.info("step %d: lowest validation error so far, saved %s", done, path)
 
     def plot(self) -> None:
         """Redraw ``loss.png`` (a failure is logged, never raised: training goes on)."""
@@ -473,6 +514,15 @@ def _save(
     barrier(ctx)
 
 
+def _best_error(run_dir: Path | None) -> float:
+    """Validation error of the run directory's ``best.pt`` (infinite when there is none)."""
+    path = None if run_dir is None else run_dir / BEST_FILE
+    if path is None or not path.is_file():
+        return math.inf
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return float(saved.get("val_error", math.inf))
+
+
 def _saved_state(config: TrainConfig) -> dict[str, Any] | None:
     """The state to resume from (``None``: start afresh); checks the saved settings."""
     if config.run_dir is None:
@@ -503,7 +553,11 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         torch.set_num_threads(config.torch_threads)
     state = _saved_state(config)
     torch.manual_seed(config.seed)  # identical initialisation on every rank
-    model = _build_model(config).to(ctx.device)
+    model = _build_model(config)
+    if config.init_from is not None and state is None:
+        loaded = load_initial_weights(model, config.init_from, config.model)
+        logger.info("initial weights: %s", loaded)
+    model = model.to(ctx.device)
     ddp_model = wrap_ddp(model, ctx)
     torch.manual_seed(config.seed + 1000 * ctx.rank + 1)  # different dropout masks per rank
 

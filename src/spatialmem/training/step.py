@@ -192,7 +192,7 @@ def _forward_backward(
     )
     with sync:
         with autocast:
-            out = model(frames)
+            out = model(frames, return_memory=False)
         result: LossOutput = criterion(_float32(_step_predictions(out)), target)
         scaled = result.loss / accum_iter
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
