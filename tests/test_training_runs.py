@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spatialmem.interop import CheckpointError, load_checkpoint, save_checkpoint
-from spatialmem.models import create_model
+from spatialmem.models import create_model, list_models
 from spatialmem.training import TrainConfig, train
 from spatialmem.training.augment import jitter_colors
 from spatialmem.training.cli import build_parser, main, parse_config
@@ -355,3 +355,15 @@ def test_init_from_errors(tmp_path: Path) -> None:
         load_initial_weights(create_model("spann3r_tiny"), str(tmp_path / "none.pt"), "x")
     with pytest.raises(ValueError, match="no pretrained weights are shipped"):
         load_initial_weights(create_model("spann3r_tiny"), "pretrained", "spann3r_tiny")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[1] / "configs").rglob("*.toml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_recipes_are_valid_configs(path: Path) -> None:
+    """Every recipe in configs/ reads as a TrainConfig, for a model that exists."""
+    config = TrainConfig.from_toml(path)
+    assert config.model in list_models()
+    assert config.run_dir is not None and config.steps >= 1

@@ -37,6 +37,7 @@ SceneKind = Literal["box", "rooms"]
 RESUME_FREE_FIELDS = frozenset(
     {
         "resume",
+        "init_from",
         "run_dir",
         "out",
         "log_every",
