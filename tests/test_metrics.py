@@ -526,3 +526,5 @@ def test_aligned_point_error_refuses_bad_input() -> None:
         aligned_point_error(world[:, :2], world, valid)
     with pytest.raises(ValueError, match=">= 3 valid pixels"):
         aligned_point_error(world, world, torch.zeros_like(valid))
+    with pytest.raises((TypeError, TypeCheckError), match=r"bool|parameters"):
+        aligned_point_error(world, world, valid.float())

@@ -35,10 +35,16 @@ def aligned_point_error(
         every frame in its own camera frame scores roughly the camera motion over the diameter).
 
     Raises:
+        TypeError: ``valid`` is not a bool tensor.
         ValueError: shapes that differ, or a sequence with fewer than 3 valid pixels.
     """
     check_tensor("pred", pred, ndim=5, floating=True, dims={4: 3}, expected="B T H W 3")
     check_tensor("gt", gt, ndim=5, floating=True, dims={4: 3}, expected="B T H W 3")
+    if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
+        raise TypeError(
+            "`valid` must be a bool tensor [B, T, H, W], got "
+            f"{getattr(valid, 'dtype', type(valid).__name__)}"
+        )
     if gt.shape != pred.shape or valid.shape != pred.shape[:-1]:
         raise ValueError(
             f"`pred` {tuple(pred.shape)}, `gt` {tuple(gt.shape)} and `valid` "
