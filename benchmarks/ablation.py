@@ -63,7 +63,7 @@ from _common import cpu_name, default_threads, environment, markdown_table, writ
 from spatialmem.data.rooms import room_sequence
 from spatialmem.inference import OnlineReconstructor
 from spatialmem.memory import MemoryConfig, MemoryState, SpatialMemory
-from spatialmem.metrics import evaluate_pointmaps
+from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
 from spatialmem.models import Spann3R, create_model
 
 logger = logging.getLogger("ablation")
@@ -271,12 +271,6 @@ def run_pairwise(
                 points.append(pair.predict_view2(dec2, view2).pts3d[0])
     seconds = time.perf_counter() - start
     return torch.stack(points), seconds, {}
-
-
-def scene_diameter(pts3d: Tensor, valid: Tensor) -> float:
-    """Diagonal of the bounding box of the valid ground-truth points."""
-    gt = pts3d[valid]
-    return float(torch.linalg.vector_norm(gt.amax(0) - gt.amin(0)))
 
 
 def evaluate(pred: Tensor, clip: Any, args: argparse.Namespace) -> dict[str, float]:
@@ -543,7 +537,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip = room_sequence(
             i, args.frames, args.height, args.width, split="test", stride=args.stride
         )
-        diameter = scene_diameter(clip.pts3d, clip.valid)
+        diameter = float(bounding_box_diagonal(clip.pts3d[clip.valid]))
         shift = i % len(variants)
         for v in variants[shift:] + variants[:shift]:
             cpu = time.process_time()

@@ -19,6 +19,7 @@ from spatialmem.bench.report import (
     update_page,
 )
 from spatialmem.bench.step import COMPONENTS
+from spatialmem.models import create_model
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
@@ -65,6 +66,7 @@ def test_one_run_measures_every_figure(results: dict) -> None:
     acc = results["accuracy"]
     assert [r["variant"] for r in acc["rows"]] == ["fp32", "int8"]
     assert acc["rows"][1]["max_rel_diff_vs_fp32"] < 0.1
+    assert acc["weights"].startswith("random")  # spann3r_tiny ships no weights
     json.dumps(results, default=str)  # serialisable
 
 
@@ -139,3 +141,12 @@ def test_docs_page_has_every_generated_section() -> None:
     text = PAGE.read_text()
     for name in SECTIONS:
         assert f"<!-- bench:{name} -->" in text and f"<!-- /bench:{name} -->" in text
+
+
+def test_accuracy_run_uses_the_shipped_weights_by_default() -> None:
+    from spatialmem.bench.step import _load_trained
+
+    model = create_model("spann3r_small_synthetic")
+    assert _load_trained(model, BenchConfig()) == "shipped weights of spann3r_small_synthetic"
+    shipped = create_model("spann3r_small_synthetic", pretrained=True).state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())

@@ -15,6 +15,7 @@ from spatialmem.metrics import (
     ReconstructionMetrics,
     accuracy,
     aligned_point_error,
+    bounding_box_diagonal,
     chamfer_distance,
     completion,
     completion_ratio,
@@ -528,3 +529,24 @@ def test_aligned_point_error_refuses_bad_input() -> None:
         aligned_point_error(world, world, torch.zeros_like(valid))
     with pytest.raises((TypeError, TypeCheckError), match=r"bool|parameters"):
         aligned_point_error(world, world, valid.float())
+
+
+def test_bounding_box_diagonal_uses_only_valid_points_per_cloud() -> None:
+    points = torch.tensor(
+        [[[0.0, 0, 0], [3, 4, 0], [100, 100, 100]], [[1.0, 1, 1], [1, 1, 3], [0, 0, 0]]]
+    )
+    valid = torch.tensor([[True, True, False], [True, True, False]])
+    assert torch.allclose(bounding_box_diagonal(points, valid), torch.tensor([5.0, 2.0]))
+    assert torch.allclose(bounding_box_diagonal(points[0, :2]), torch.tensor(5.0))
+
+
+def test_bounding_box_diagonal_refuses_bad_input() -> None:
+    points = torch.rand(2, 5, 3)
+    with pytest.raises((ValueError, TypeCheckError), match=r"at least one valid|parameters"):
+        bounding_box_diagonal(points, torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises((ValueError, TypeCheckError), match=r"must match|parameters"):
+        bounding_box_diagonal(points, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises((TypeError, TypeCheckError), match=r"bool|parameters"):
+        bounding_box_diagonal(points, torch.ones(2, 5))
+    with pytest.raises((ValueError, TypeCheckError), match=r"3|parameters"):
+        bounding_box_diagonal(torch.rand(5, 2))

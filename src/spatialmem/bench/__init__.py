@@ -76,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        help="trained weights of the small model for the accuracy of --int8/--bf16",
+        help=(
+            "weights of the small model for the accuracy of --int8/--bf16 (default: its "
+            "shipped weights)"
+        ),
     )
     parser.add_argument("--rounds", type=int, help="alternating rounds (3 quick, 5 full)")
     parser.add_argument(

@@ -214,8 +214,8 @@ def render_accuracy(results: dict[str, Any]) -> str:
     acc = results.get("accuracy")
     if not acc:
         return (
-            "_Not measured in this run: `spatialmem bench --int8 --checkpoint "
-            "<small model weights>` fills this table._"
+            "_Not measured in this run: `spatialmem bench --int8` fills this table (with the "
+            "small model's shipped weights, or `--checkpoint WEIGHTS.pt`)._"
         )
     table = markdown_table(
         acc["rows"],

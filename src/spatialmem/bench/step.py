@@ -73,7 +73,8 @@ class BenchConfig:
     accuracy_frames: int = 16
     """Frames per accuracy sequence."""
     checkpoint: str | None = None
-    """Trained weights of ``stream_model`` for the accuracy run (random weights without)."""
+    """Weights of ``stream_model`` for the accuracy run (default: its shipped weights; random
+    weights for a model without them)."""
     device: str = "cpu"
     """``"cpu"`` or ``"cuda"``."""
     seed: int = 0
@@ -521,6 +522,22 @@ def stream_scaling(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- accuracy
+def _load_trained(model: Spann3R, cfg: BenchConfig) -> str:
+    """Load ``cfg.checkpoint``, else the preset's shipped weights when it has them; returns
+    what the model now holds, for the report (random weights only show how far outputs move)."""
+    from spatialmem.models.pretrained import load_pretrained, pretrained_models
+
+    if cfg.checkpoint:
+        from spatialmem.interop import load_checkpoint
+
+        load_checkpoint(model, cfg.checkpoint)
+        return cfg.checkpoint
+    if cfg.stream_model in pretrained_models():
+        load_pretrained(model, cfg.stream_model)
+        return f"shipped weights of {cfg.stream_model}"
+    return "random (pass --checkpoint for trained weights)"
+
+
 def approximate_accuracy(cfg: BenchConfig, device: torch.device) -> dict[str, Any] | None:
     """Accuracy cost of the approximate variants (int8, bf16) on synthetic room sequences,
     beside float32, with the small model (trained weights with ``cfg.checkpoint``)."""
@@ -531,10 +548,7 @@ def approximate_accuracy(cfg: BenchConfig, device: torch.device) -> dict[str, An
     from spatialmem.metrics import evaluate_pointmaps
 
     model = _build(cfg.stream_model, device, cfg.seed)
-    if cfg.checkpoint:
-        from spatialmem.interop import load_checkpoint
-
-        load_checkpoint(model, cfg.checkpoint)
+    weights = _load_trained(model, cfg)
     names = ["fp32", *approx]
     nets = {"fp32": model}
     patch = model.config.dust3r.patch_size
@@ -553,7 +567,6 @@ def approximate_accuracy(cfg: BenchConfig, device: torch.device) -> dict[str, An
             results = recon.run(images)
             seconds = time.perf_counter() - t0
             pts = torch.stack([r.pts3d for r in results]).float().cpu()
-            conf = torch.stack([r.conf for r in results]).float().cpu()
             metrics = evaluate_pointmaps(pts, clip.pts3d, clip.valid, align="sim3")
             entry = sums[name]
             for key in ("acc", "comp", "chamfer", "completion_ratio"):
@@ -564,7 +577,6 @@ def approximate_accuracy(cfg: BenchConfig, device: torch.device) -> dict[str, An
             else:
                 rel = float((pts - ref_pts).abs().max() / ref_pts.abs().max())
                 entry.setdefault("max_rel_diff_vs_fp32", []).append(rel)
-            del conf
     rows = []
     for name in names:
         row = {"variant": name}
@@ -572,7 +584,7 @@ def approximate_accuracy(cfg: BenchConfig, device: torch.device) -> dict[str, An
         rows.append(row)
     return {
         "model": cfg.stream_model,
-        "weights": cfg.checkpoint or "random (pass --checkpoint for trained weights)",
+        "weights": weights,
         "sequences": cfg.accuracy_sequences,
         "frames": cfg.accuracy_frames,
         "align": "sim3",

@@ -21,6 +21,7 @@ table = format_table({"noisy copy": metrics})
 ```
 """
 
+from spatialmem.metrics.extent import bounding_box_diagonal
 from spatialmem.metrics.icp import ICPResult, icp
 from spatialmem.metrics.neighbors import Backend, NeighborIndex, has_scipy, knn, nearest_neighbors
 from spatialmem.metrics.normals import estimate_normals
@@ -52,6 +53,7 @@ __all__ = [
     "ReconstructionMetrics",
     "accuracy",
     "aligned_point_error",
+    "bounding_box_diagonal",
     "chamfer_distance",
     "completion",
     "completion_ratio",

@@ -13,6 +13,7 @@ from spatialmem._checks import check_tensor
 from spatialmem._typing import Bool, Float
 from spatialmem.geometry.alignment import umeyama
 from spatialmem.geometry.transforms import transform_points
+from spatialmem.metrics.extent import bounding_box_diagonal
 
 __all__ = ["aligned_point_error"]
 
@@ -23,7 +24,8 @@ def aligned_point_error(
     valid: Bool[Tensor, "B T H W"],
 ) -> Float[Tensor, "B"]:
     """Mean distance between predicted and true points of the same pixels after the best Sim(3)
-    per sequence, as a fraction of the ground truth's diameter (its bounding-box diagonal).
+    per sequence, as a fraction of the ground truth's diameter
+    ([`bounding_box_diagonal`][spatialmem.metrics.bounding_box_diagonal]).
 
     Args:
         pred: predicted points of every pixel of ``T`` frames, in any one frame (e.g. frame 0's).
@@ -58,7 +60,5 @@ def aligned_point_error(
     src, dst = pred.reshape(b, -1, 3).float(), gt.reshape(b, -1, 3).float()
     aligned = transform_points(umeyama(src, dst, mask=mask), src)
     dist = torch.where(mask, (aligned - dst).norm(dim=-1), 0.0).sum(1) / counts
-    big = torch.finfo(dst.dtype).max
-    low = torch.where(mask[..., None], dst, big).amin(1)
-    high = torch.where(mask[..., None], dst, -big).amax(1)
-    return dist / (high - low).norm(dim=-1).clamp_min(torch.finfo(dst.dtype).tiny)
+    diameter = bounding_box_diagonal(dst, mask)
+    return dist / diameter.clamp_min(torch.finfo(dst.dtype).tiny)
