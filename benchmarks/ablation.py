@@ -20,6 +20,10 @@ Variants (all but ``untrained`` use the same weights):
 * ``uncapped``: ``long_mem_tokens = frames * tokens per frame``, more than a sequence can write,
   so consolidation never runs;
 * ``untrained``: the same architecture with seeded random weights;
+* ``segments``: the trained model streamed in overlapping segments
+  (``spatialmem.inference.SegmentedReconstructor`` with the default ``Segments``: a fresh memory
+  every 6 new frames, restarted on the previous segment's last 3, chained by similarity fits on
+  those 3); not in the paper, the demo's default for this model;
 * ``pairwise``: no memory at all: the pair model (``model.dust3r``) on (frame 0, frame t); frame
   t's points are view 2's (in frame 0's camera), frame 0's are view 1's of the first pair.
 
@@ -61,7 +65,7 @@ from torch import Tensor
 
 from _common import cpu_name, default_threads, environment, markdown_table, write_json
 from spatialmem.data.rooms import room_sequence
-from spatialmem.inference import OnlineReconstructor
+from spatialmem.inference import OnlineReconstructor, SegmentedReconstructor, Segments
 from spatialmem.memory import MemoryConfig, MemoryState, SpatialMemory
 from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
 from spatialmem.models import Spann3R, create_model
@@ -114,7 +118,8 @@ class Variant:
     how: str
     """What was changed, in words."""
     kind: str = "stream"
-    """``"stream"`` (Spann3R through the online reconstructor) or ``"pair"`` (pair model only)."""
+    """``"stream"`` (Spann3R through the online reconstructor), ``"segments"`` (through the
+    segmented reconstructor) or ``"pair"`` (pair model only)."""
     trained: bool = True
     """Load the evaluated weights (``False``: seeded random init)."""
 
@@ -126,6 +131,12 @@ VARIANTS = (
     Variant("no_gate", "no similarity gate", "AlwaysInsert.should_insert"),
     Variant("uncapped", "memory uncapped", "long_mem_tokens=frames*P"),
     Variant("untrained", "untrained", "random init with --seed", trained=False),
+    Variant(
+        "segments",
+        "segments of 6 + 3 overlap",
+        "SegmentedReconstructor(Segments(frames=6, overlap=3))",
+        kind="segments",
+    ),
     Variant("pairwise", "pairwise, no memory", "pair model on (frame 0, frame t)", kind="pair"),
 )
 NAMES = tuple(v.name for v in VARIANTS)
@@ -213,7 +224,7 @@ def count_writes(memory: SpatialMemory) -> list[bool]:
 
 
 def run_stream(
-    model: Spann3R, images: Tensor, writes: list[bool]
+    model: Spann3R, images: Tensor, writes: list[bool], *, segments: bool = False
 ) -> tuple[Tensor, float, dict[str, int]]:
     """Stream ``images [T, 3, H, W]`` through the model: points, seconds, memory at the end.
 
@@ -221,9 +232,15 @@ def run_stream(
         model: a Spann3R in eval mode.
         images: the frames in [-1, 1].
         writes: the list ``count_writes`` fills for this model's memory (cleared here).
+        segments: stream in overlapping segments (the memory at the end is the last
+            segment's; writes are counted over all of them).
     """
     writes.clear()
-    recon = OnlineReconstructor(model, optimize=False)  # eager, as the pair model runs
+    recon: OnlineReconstructor | SegmentedReconstructor
+    if segments:
+        recon = SegmentedReconstructor(model, Segments(), optimize=False)
+    else:
+        recon = OnlineReconstructor(model, optimize=False)  # eager, as the pair model runs
     start = time.perf_counter()
     results = recon.run(images)
     seconds = time.perf_counter() - start
@@ -524,8 +541,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     writes = {v.name: count_writes(models[v.name].memory) for v in variants}
 
     def run(v: Variant, images: Tensor) -> tuple[Tensor, float, dict[str, int]]:
-        runner = run_pairwise if v.kind == "pair" else run_stream
-        return runner(models[v.name], images, writes[v.name])
+        if v.kind == "pair":
+            return run_pairwise(models[v.name], images, writes[v.name])
+        return run_stream(models[v.name], images, writes[v.name], segments=v.kind == "segments")
 
     # untimed warm-up of every model on 3 frames of the first sequence
     warm = room_sequence(0, 3, args.height, args.width, split="test", stride=args.stride)

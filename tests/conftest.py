@@ -46,6 +46,17 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float = 1e-4, what:
     )
 
 
+def tiny_spann3r(seed: int = 0) -> Any:
+    """``spann3r_tiny`` with seeded random weights, in eval mode (the streaming tests' model)."""
+    import spatialmem as sm
+    from spatialmem.models import Spann3R
+
+    torch.manual_seed(seed)
+    model = sm.create_model("spann3r_tiny")
+    assert isinstance(model, Spann3R)
+    return model.eval()
+
+
 @pytest.fixture
 def without_typecheck():
     """Run with jaxtyping's runtime checks off, as users do by default.

@@ -130,6 +130,21 @@ def test_variants_differ_in_config(run: dict[str, Any]) -> None:
     for s in v["uncapped"]["per_sequence"]:  # no consolidation: every written frame kept
         mem = s["memory"]
         assert mem["tokens"] == mem["frames_written"] * P
+    # 8 frames fit in one segment of 6 + 3: streamed exactly as without segments.
+    assert v["segments"]["kind"] == "segments"
+    for seg, plain in zip(v["segments"]["per_sequence"], v["trained"]["per_sequence"], strict=True):
+        assert seg["acc"] == plain["acc"] and seg["memory"] == plain["memory"]
+
+
+def test_segments_restart_the_memory(ablation: ModuleType) -> None:
+    torch.manual_seed(0)
+    model = create_model("spann3r_tiny").eval()
+    writes = ablation.count_writes(model.memory)
+    images = torch.rand(14, 3, H, W) * 2 - 1
+    pts, _, mem = ablation.run_stream(model, images, writes, segments=True)
+    assert pts.shape == (14, H, W, 3)
+    # Segments of 9 frames: 0-8, then 6-14 (3 repeated + 5 new): 8 + 7 writes offered.
+    assert mem["writes_offered"] == 8 + 7
 
 
 def _stream(memory: SpatialMemory, keys: torch.Tensor) -> Any:

@@ -41,6 +41,24 @@ def test_demo_reconstructs_a_test_room_with_the_shipped_model(
     assert (out / "ground_truth.ply").is_file()
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(summary["files"]) == {"ply", "ground_truth", "preview"}
+    assert summary["streaming"] == "segments of 6 + 3"  # the demo's default
+
+
+def test_demo_streams_in_segments_or_with_one_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    points = {}
+    for seg in ("2:1", "off"):
+        args = ["demo", "--out", str(tmp_path / seg.replace(":", "_")), "--frames", "6",
+                "--segments", seg, "--no-preview", "--json"]  # fmt: skip
+        assert main(args) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["streaming"] == ("one memory" if seg == "off" else "segments of 2 + 1")
+        _, points[seg] = _read_ply(tmp_path / seg.replace(":", "_") / "scene.ply")
+    # Segments of 3 frames: the first 3 frames are the same stream, later ones differ.
+    first = 3 * 64 * 96
+    assert np.array_equal(points["2:1"]["x"][: 2 * 64 * 96], points["off"]["x"][: 2 * 64 * 96])
+    assert not np.allclose(points["2:1"]["x"][first:], points["off"]["x"][first:])
 
 
 def test_demo_prints_the_metric_table_and_the_speed(
@@ -306,6 +324,8 @@ _PAIR = ["--model", "dust3r_tiny_linear"]
         (["demo", "--widht", "64"], 2, "--widht"),
         (["demo", "--out", "{tmp}/demo.ply"], 2, "--out"),
         (["demo", "--scene", "-1"], 2, "--scene"),
+        (["demo", "--segments", "6"], 2, "--segments"),
+        (["demo", "--segments", "0:3"], 2, "--segments"),
         (["demo", "--model", "spann3r_tiny", "--checkpoint", "{tmp}/pair.pth"], 1, "pair.pth"),
         (["evaluate", "--dataset", "dtu"], 2, "--root"),
         ([], 2, "command"),

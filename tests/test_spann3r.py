@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import spatialmem as sm
+from conftest import tiny_spann3r
 from spatialmem.memory import MemoryConfig, SpatialMemory
 from spatialmem.models import Spann3R, Spann3RConfig, replace_memory
 
@@ -15,10 +16,7 @@ def _frames(b: int, t: int, h: int = 32, w: int = 48, seed: int = 0) -> torch.Te
 
 @pytest.fixture(scope="module")
 def model() -> Spann3R:
-    torch.manual_seed(0)
-    m = sm.create_model("spann3r_tiny")
-    assert isinstance(m, Spann3R)
-    return m.eval()
+    return tiny_spann3r()
 
 
 class NewestFirst(SpatialMemory):

@@ -1,8 +1,10 @@
-"""Regenerate docs/images/preview-synthetic.png (the picture of the "Cameras and exports" guide).
+"""Regenerate docs/images/preview-synthetic.png and preview-synthetic-room2.png (the pictures of
+the "Cameras and exports" guide).
 
-Runs `spatialmem demo` as it ships: the trained `spann3r_small_synthetic` (the weights in
-src/spatialmem/weights/) reconstructs 48 frames of test room 0 of spatialmem.data.rooms online;
-the reconstruction, Sim(3)-aligned to the ground truth, is drawn above the ground truth from the
+Runs `spatialmem demo` as it ships on test rooms 0 (the demo's default) and 2: the trained
+`spann3r_small_synthetic` (the weights in src/spatialmem/weights/) reconstructs 48 frames of the
+room online, in overlapping segments (the demo's default, `--segments 6:3`); the
+reconstruction, Sim(3)-aligned to the ground truth, is drawn above the ground truth from the
 same viewpoints by spatialmem.viz.render_preview. Run it after replacing the shipped weights:
 
     python docs/scripts/make_preview.py
@@ -18,19 +20,24 @@ from pathlib import Path
 
 from spatialmem.cli import main as spatialmem
 
-OUT = Path(__file__).resolve().parents[1] / "images" / "preview-synthetic.png"
+IMAGES = Path(__file__).resolve().parents[1] / "images"
+# Test room 0 is the demo's default; room 2 is shown beside it in the guide.
+OUTPUTS = {0: IMAGES / "preview-synthetic.png", 2: IMAGES / "preview-synthetic-room2.png"}
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        printed = StringIO()
-        with redirect_stdout(printed):
-            spatialmem(["demo", "--scene", "0", "--frames", "48", "--out", tmp, "--json"])
-        summary = json.loads(printed.getvalue())
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(summary["files"]["preview"], OUT)
-    metrics = {k: round(summary["metrics"][k], 4) for k in ("acc", "comp", "nc")}
-    sys.stdout.write(f"wrote {OUT} ({summary['model']}, test room 0: {metrics})\n")
+    for scene, out in OUTPUTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            printed = StringIO()
+            with redirect_stdout(printed):
+                spatialmem(
+                    ["demo", "--scene", str(scene), "--frames", "48", "--out", tmp, "--json"]
+                )
+            summary = json.loads(printed.getvalue())
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(summary["files"]["preview"], out)
+        metrics = {k: round(summary["metrics"][k], 4) for k in ("acc", "comp", "nc")}
+        sys.stdout.write(f"wrote {out} ({summary['model']}, test room {scene}: {metrics})\n")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from spatialmem.data.image_inputs import (
     prepare_image,
     read_image,
 )
-from spatialmem.inference import FrameResult, OnlineReconstructor
+from spatialmem.inference import FrameResult, Segments
 from spatialmem.interop import CheckpointError, load_checkpoint
 from spatialmem.io import write_ply
 from spatialmem.models import DUSt3R, PairOutput, Spann3R, create_model, list_models
 from spatialmem.optimize import optimize_for_inference
-from spatialmem.pipeline import export_reconstruction, reconstruct_frames
+from spatialmem.pipeline import export_reconstruction, make_reconstructor, reconstruct_frames
 
 __all__ = ["CliError", "build_parser", "main", "reconstruct_pair", "reconstruct_sequence"]
 
@@ -81,6 +81,19 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _segments_arg(text: str) -> Segments | None:
+    """``--segments NEW:OVERLAP`` (e.g. ``6:3``), or ``off`` for one memory over the stream."""
+    if text.strip().lower() in ("off", "none", "0"):
+        return None
+    try:
+        new, overlap = (int(part) for part in text.split(":"))
+        return Segments(frames=new, overlap=overlap)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NEW:OVERLAP (two positive integers, e.g. 6:3) or off, got {text!r}"
+        ) from None
 
 
 @dataclass
@@ -176,6 +189,7 @@ def reconstruct_sequence(
     out_path: Path,
     *,
     keyframe_every: int = 1,
+    segments: Segments | None = None,
     progress: bool = False,
 ) -> tuple[list[FrameResult], dict[str, float | int]]:
     """Stream an ordered sequence through Spann3R and write every frame's points as one PLY.
@@ -185,13 +199,16 @@ def reconstruct_sequence(
         frames: ``[T, 3, H, W]`` in [-1, 1] (or a sequence of ``[3, H, W]`` frames).
         out_path: the PLY file (points, colours from the frames, confidence).
         keyframe_every: reconstruct every ``k``-th frame only.
+        segments: stream in overlapping segments
+            ([`make_reconstructor`][spatialmem.pipeline.make_reconstructor]); ``None``: one
+            memory.
         progress: show a progress bar (``tqdm``, optional).
 
     Returns:
         The per-frame results and a small summary (frames, point count, confidence statistics,
         memory tokens held at the end).
     """
-    recon = OnlineReconstructor(model, keyframe_every=keyframe_every)
+    recon = make_reconstructor(model, keyframe_every=keyframe_every, segments=segments)
     results = recon.run(frames, progress=progress)
     if not results:
         raise ValueError("no frame to reconstruct")
@@ -330,12 +347,21 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     model = _inference_model(model, args.optimize, tuple(frames.shape[-2:]))
     if ply_only:
         _, summary = reconstruct_sequence(
-            model, frames, out, keyframe_every=args.keyframe_every, progress=args.progress
+            model,
+            frames,
+            out,
+            keyframe_every=args.keyframe_every,
+            segments=args.segments,
+            progress=args.progress,
         )
         sys.stdout.write(json.dumps({"output": args.out, "model": args.model, **summary}) + "\n")
         return 0
     recon = reconstruct_frames(
-        model, frames, keyframe_every=args.keyframe_every, progress=args.progress
+        model,
+        frames,
+        keyframe_every=args.keyframe_every,
+        segments=args.segments,
+        progress=args.progress,
     )
     written = export_reconstruction(
         recon, out, conf_threshold=args.conf_threshold, preview=args.preview
@@ -492,7 +518,9 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     logger.info("reconstructing online with %s (%s weights)", args.model, weights)
     start = time.perf_counter()
     if isinstance(model, Spann3R):
-        recon = reconstruct_frames(model, clip.images, keyframe_every=args.keyframe_every)
+        recon = reconstruct_frames(
+            model, clip.images, keyframe_every=args.keyframe_every, segments=args.segments
+        )
         pts3d, conf, index = recon.pts3d, recon.conf, recon.input_indices
     else:  # a pair model: the first two frames
         with torch.inference_mode():
@@ -510,7 +538,10 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     )
     files = _demo_write(args, out_dir, pts3d, conf, gt, valid, colours)
     fps = len(index) / seconds
+    seg = args.segments
+    streaming = "one memory" if seg is None else f"segments of {seg.frames} + {seg.overlap}"
     summary = {"output": str(out_dir), "model": args.model, "weights": weights,
+               "streaming": streaming if isinstance(model, Spann3R) else "pair",
                "scene": args.scene, "frames": len(index), "seconds": round(seconds, 3),
                "frames_per_second": round(fps, 2), "metrics": metrics.as_dict(),
                "files": files}  # fmt: skip
@@ -520,7 +551,8 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     name = f"test room {args.scene}"
     sys.stdout.write(
         f"{args.model} ({weights} weights) on {name}: {len(index)} frames of "
-        f"{args.height}x{args.width}, reconstructed online in {seconds:.2f} s "
+        f"{args.height}x{args.width}, reconstructed online ({summary['streaming']}) in "
+        f"{seconds:.2f} s "
         f"({fps:.1f} frames/s, streaming only)\n"
         f"metrics after Sim(3) alignment to the ground truth (acc/comp: distances in metres, "
         f"lower is better; nc: normal consistency, higher is better; clouds of at most "
@@ -616,6 +648,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_segments_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--segments",
+        type=_segments_arg,
+        default=_segments_arg(default),
+        metavar="NEW:OVERLAP",
+        help="stream in overlapping segments, each with a fresh memory, chained by similarity "
+        "fits on OVERLAP repeated frames (for models whose memory registers a short horizon, "
+        f"like the shipped small model), or off: one memory for the whole stream (default: "
+        f"{default})",
+    )
+
+
 def _add_optimize_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimize",
@@ -679,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
+    _add_segments_option(p, "off")
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_reconstruct)
 
@@ -753,6 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview", action=argparse.BooleanOptionalAction, default=True, help="preview PNG"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    _add_segments_option(p, "6:3")
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_demo)
 

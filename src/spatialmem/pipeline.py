@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from spatialmem._typing import Float
-from spatialmem.inference import OnlineReconstructor
+from spatialmem.inference import OnlineReconstructor, SegmentedReconstructor, Segments
 from spatialmem.models import Spann3R
 from spatialmem.tensor_dataclass import TensorDataclass
 
@@ -26,6 +26,7 @@ __all__ = [
     "SequenceReconstruction",
     "evaluate_sequence",
     "export_reconstruction",
+    "make_reconstructor",
     "reconstruct_frames",
 ]
 
@@ -51,19 +52,53 @@ class SequenceReconstruction(TensorDataclass):
         return self.pts3d.shape[0]
 
 
+def make_reconstructor(
+    model: Spann3R, *, keyframe_every: int = 1, segments: Segments | None = None
+) -> OnlineReconstructor | SegmentedReconstructor:
+    """The streaming driver of a job: plain Spann3R streaming, or overlapping segments.
+
+    Args:
+        model: the Spann3R model in eval mode.
+        keyframe_every: process every ``k``-th frame only.
+        segments: cut the stream into overlapping segments chained by similarity fits
+            ([`SegmentedReconstructor`][spatialmem.inference.SegmentedReconstructor]);
+            ``None``: one memory for the whole stream, the paper's method.
+
+    Returns:
+        An [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor] or a
+        [`SegmentedReconstructor`][spatialmem.inference.SegmentedReconstructor].
+    """
+    if segments is None:
+        return OnlineReconstructor(model, keyframe_every=keyframe_every)
+    return SegmentedReconstructor(model, segments, keyframe_every=keyframe_every)
+
+
 def reconstruct_frames(
     model: Spann3R,
     frames: Float[Tensor, "N 3 H W"],
     *,
     keyframe_every: int = 1,
+    segments: Segments | None = None,
     progress: bool = False,
 ) -> SequenceReconstruction:
     """Stream ``frames`` (in capture order) through ``model`` (eval mode) and collect the result.
 
+    Args:
+        model: the Spann3R model in eval mode.
+        frames: ``[N, 3, H, W]`` in [-1, 1].
+        keyframe_every: process every ``k``-th frame only.
+        segments: overlapping segments (see
+            [`make_reconstructor`][spatialmem.pipeline.make_reconstructor]); ``None``: one
+            memory for the whole stream.
+        progress: show a progress bar (``tqdm``, optional).
+
+    Returns:
+        Every processed frame's points in frame 0's camera frame, with confidences and images.
+
     Raises:
         ValueError: fewer than two frames would be processed.
     """
-    recon = OnlineReconstructor(model, keyframe_every=keyframe_every)
+    recon = make_reconstructor(model, keyframe_every=keyframe_every, segments=segments)
     results = recon.run(frames, progress=progress)
     if len(results) < 2:
         raise ValueError(

@@ -32,7 +32,7 @@ from spatialmem.models.spann3r import SequenceDriver, Spann3R
 from spatialmem.optimize import InferencePlan, optimize_for_inference
 from spatialmem.optimize.core import would_change
 
-__all__ = ["FrameResult", "OnlineReconstructor"]
+__all__ = ["FrameResult", "OnlineReconstructor", "StreamLoop"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,105 @@ class FrameResult:
     next frame's step replaces with the final result."""
 
 
-class OnlineReconstructor:
+def check_keyframe_every(keyframe_every: object) -> int:
+    """``keyframe_every`` if it is a positive int, else ``ValueError`` naming it."""
+    if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int):
+        raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every!r}")
+    if keyframe_every < 1:
+        raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every}")
+    return keyframe_every
+
+
+class StreamLoop:
+    """Whole-sequence drivers shared by the streaming reconstructors: a class with ``reset()``,
+    ``step(frame) -> FrameResult | None`` and ``finish() -> FrameResult | None`` gets
+    [`stream`][spatialmem.inference.StreamLoop.stream] and
+    [`run`][spatialmem.inference.StreamLoop.run]."""
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def step(self, frame: Tensor) -> FrameResult | None:
+        raise NotImplementedError
+
+    def finish(self) -> FrameResult | None:
+        raise NotImplementedError
+
+    def stream(
+        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
+    ) -> Iterator[FrameResult]:
+        """Reconstruct a sequence lazily: yield every processed frame's result, the last one
+        after the input is exhausted (`finish`).
+
+        Args:
+            frames: an iterable of frames for
+                `step`, a tensor ``[T, 3, H, W]``
+                (one stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
+                [`Spann3R.forward`][spatialmem.models.Spann3R.forward]).
+            progress: show a ``tqdm`` progress bar (needs the ``eval`` extra; without ``tqdm``
+                the run continues without a bar).
+            reset: start a new stream first; ``False`` continues the current one (e.g. after
+                [`OnlineReconstructor.load_state_dict`][spatialmem.inference.OnlineReconstructor.load_state_dict]).
+
+        Yields:
+            [`FrameResult`][spatialmem.inference.FrameResult] of every processed frame, in order.
+
+        Raises:
+            ValueError: ``frames`` holds no frame at all (with ``reset=True``), or exactly one
+                processed frame (see `finish`);
+                the errors of `step`.
+        """
+        if reset:
+            self.reset()
+        if isinstance(frames, Tensor) and frames.ndim == 5:
+            frames = frames.unbind(1)
+        total = len(frames) if hasattr(frames, "__len__") else None
+        bar = _progress_bar(total) if progress else None
+        seen = 0
+        try:
+            for frame in frames:
+                seen += 1
+                result = self.step(frame)
+                if bar is not None:
+                    bar.update(1)
+                if result is not None:
+                    yield result
+            if seen == 0 and reset:
+                raise ValueError(
+                    "`frames` is empty: a stream needs at least 2 frames (Spann3R reconstructs "
+                    "frames in pairs)"
+                )
+            last = self.finish()
+            if last is not None:
+                yield last
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def run(
+        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
+    ) -> list[FrameResult]:
+        """Reconstruct a whole sequence: `stream`
+        collected in a list.
+
+        Args:
+            frames: as for `stream`.
+            progress: show a ``tqdm`` progress bar (optional dependency, extra ``eval``).
+            reset: start a new stream first (``False``: continue the current one).
+
+        Returns:
+            One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order;
+            ``[r.pts3d for r in out]`` stacked along a new frame axis equals
+            ``Spann3R.forward(frames).pts3d``.
+
+        Raises:
+            ValueError: as for `stream` (e.g.
+                an empty ``frames``).
+        """
+        return list(self.stream(frames, progress=progress, reset=reset))
+
+
+class OnlineReconstructor(StreamLoop):
     """Feed a Spann3R model one frame at a time; get each frame's points once they are final.
 
     Frames are ``[3, H, W]`` (one stream) or ``[B, 3, H, W]`` (``B`` independent streams in one
@@ -96,9 +194,9 @@ class OnlineReconstructor:
 
     **Constant memory.** The reconstructor holds only the memory state (fixed capacity in eval
     mode), the encoding, the view-2 decoder tokens and the query of the latest frame: memory use
-    does not grow with the stream's length. [`run`][spatialmem.inference.OnlineReconstructor.run]
+    does not grow with the stream's length. [`run`][spatialmem.inference.StreamLoop.run]
     collects the results it returns; iterate over
-    [`stream`][spatialmem.inference.OnlineReconstructor.stream] (or call
+    [`stream`][spatialmem.inference.StreamLoop.stream] (or call
     [`step`][spatialmem.inference.OnlineReconstructor.step]) to keep nothing.
 
     **Fast path.** With ``optimize=True`` (default) the steps run on
@@ -149,12 +247,8 @@ class OnlineReconstructor:
     ) -> None:
         if not isinstance(model, Spann3R):
             raise TypeError(f"`model` must be a Spann3R model, got {type(model).__name__}")
-        if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int):
-            raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every!r}")
-        if keyframe_every < 1:
-            raise ValueError(f"`keyframe_every` must be a positive int, got {keyframe_every}")
         self.model = model
-        self.keyframe_every = keyframe_every
+        self.keyframe_every = check_keyframe_every(keyframe_every)
         self.preview_enabled = bool(preview)
         self.optimize = bool(optimize)
         self._net: Spann3R | None = None  # what the steps run (the optimised copy or the model)
@@ -295,79 +389,6 @@ class OnlineReconstructor:
         self._driver.state = state  # the final memory stays readable through `state`
         self._first_image = self._dec2 = self._preview = None
         return result
-
-    def stream(
-        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
-    ) -> Iterator[FrameResult]:
-        """Reconstruct a sequence lazily: yield every processed frame's result, the last one
-        after the input is exhausted ([`finish`][spatialmem.inference.OnlineReconstructor.finish]).
-
-        Args:
-            frames: an iterable of frames for
-                [`step`][spatialmem.inference.OnlineReconstructor.step], a tensor ``[T, 3, H, W]``
-                (one stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
-                [`Spann3R.forward`][spatialmem.models.Spann3R.forward]).
-            progress: show a ``tqdm`` progress bar (needs the ``eval`` extra; without ``tqdm``
-                the run continues without a bar).
-            reset: start a new stream first; ``False`` continues the current one (e.g. after
-                [`load_state_dict`][spatialmem.inference.OnlineReconstructor.load_state_dict]).
-
-        Yields:
-            [`FrameResult`][spatialmem.inference.FrameResult] of every processed frame, in order.
-
-        Raises:
-            ValueError: ``frames`` holds no frame at all (with ``reset=True``), or exactly one
-                processed frame (see [`finish`][spatialmem.inference.OnlineReconstructor.finish]);
-                the errors of [`step`][spatialmem.inference.OnlineReconstructor.step].
-        """
-        if reset:
-            self.reset()
-        if isinstance(frames, Tensor) and frames.ndim == 5:
-            frames = frames.unbind(1)
-        total = len(frames) if hasattr(frames, "__len__") else None
-        bar = _progress_bar(total) if progress else None
-        seen = 0
-        try:
-            for frame in frames:
-                seen += 1
-                result = self.step(frame)
-                if bar is not None:
-                    bar.update(1)
-                if result is not None:
-                    yield result
-            if seen == 0 and reset:
-                raise ValueError(
-                    "`frames` is empty: a stream needs at least 2 frames (Spann3R reconstructs "
-                    "frames in pairs)"
-                )
-            last = self.finish()
-            if last is not None:
-                yield last
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def run(
-        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
-    ) -> list[FrameResult]:
-        """Reconstruct a whole sequence: [`stream`][spatialmem.inference.OnlineReconstructor.stream]
-        collected in a list.
-
-        Args:
-            frames: as for [`stream`][spatialmem.inference.OnlineReconstructor.stream].
-            progress: show a ``tqdm`` progress bar (optional dependency, extra ``eval``).
-            reset: start a new stream first (``False``: continue the current one).
-
-        Returns:
-            One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order;
-            ``[r.pts3d for r in out]`` stacked along a new frame axis equals
-            ``Spann3R.forward(frames).pts3d``.
-
-        Raises:
-            ValueError: as for [`stream`][spatialmem.inference.OnlineReconstructor.stream] (e.g.
-                an empty ``frames``).
-        """
-        return list(self.stream(frames, progress=progress, reset=reset))
 
     # ------------------------------------------------------------------ pause / resume
     def state_dict(self) -> dict[str, Any]:

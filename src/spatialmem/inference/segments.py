@@ -1,0 +1,304 @@
+"""Streaming in overlapping segments: short memory horizons chained by similarity fits.
+
+A Spann3R model places every frame in frame 0's camera through its memory. A model that
+registers frames reliably only a few frames away from its first one (the small CPU-trained
+model shipped with the package registers about 6 frames at a stride of 2 video frames, then
+drifts; see the results page) can still reconstruct a long sequence when the stream is cut into
+segments: each segment restarts the memory on the last ``overlap`` frames of the previous one,
+so those frames are predicted twice, once in the sequence's coordinates and once in the
+segment's. A confidence-weighted similarity (Umeyama, with the worst residuals trimmed) between
+the two predictions of the same pixels maps the segment's new frames into the sequence's
+coordinates. Everything stays online: the map is fitted on frames processed before any of the
+segment's new frames is returned.
+
+The price is ``overlap / segment_frames`` extra frame passes (0.5 with the defaults) and drift
+that grows with the number of segments rather than a memory that forgets; with a model whose
+memory registers the whole sequence, plain streaming
+([`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor]) is the method of the paper.
+"""
+
+import collections
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from spatialmem._checks import internal_calls
+from spatialmem._typing import Float
+from spatialmem.geometry.alignment import umeyama
+from spatialmem.geometry.transforms import transform_points
+from spatialmem.inference.online import (
+    FrameResult,
+    OnlineReconstructor,
+    StreamLoop,
+    check_keyframe_every,
+)
+from spatialmem.memory import MemoryState
+from spatialmem.models.spann3r import Spann3R
+
+__all__ = ["SegmentedReconstructor", "Segments"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """How [`SegmentedReconstructor`][spatialmem.inference.SegmentedReconstructor] cuts a stream.
+
+    Every segment runs ``overlap + frames`` processed frames through a fresh memory: the first
+    segment frames ``0 .. overlap + frames - 1``, each later one the previous segment's last
+    ``overlap`` frames again and then ``frames`` new ones.
+    """
+
+    frames: int = 6
+    """New frames per segment."""
+    overlap: int = 3
+    """Frames each segment repeats from the previous one (what its similarity is fitted on)."""
+    trim: float = 0.3
+    """Fraction of the overlap's pixels with the largest residuals left out of the refit
+    (twice), so that badly predicted pixels do not tilt the segment; ``0`` fits once on all."""
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if not isinstance(self.trim, int | float) or not 0.0 <= self.trim < 1.0:
+            raise ValueError(f"`trim` must be a number in [0, 1), got {self.trim!r}")
+
+    @property
+    def length(self) -> int:
+        """Processed frames per segment (``overlap + frames``)."""
+        return self.overlap + self.frames
+
+
+def fit_segment(
+    local: Float[Tensor, "B N 3"],
+    world: Float[Tensor, "B N 3"],
+    weights: Float[Tensor, "B N"],
+    trim: float,
+) -> Float[Tensor, "B 4 4"]:
+    """Similarity mapping a segment's points onto the same pixels' points in the sequence's
+    coordinates: weighted Umeyama, then refitted twice without the ``trim`` fraction of pixels
+    with the largest residuals."""
+    sim = umeyama(local, world, weights=weights)
+    if trim <= 0:
+        return sim
+    for _ in range(2):
+        residual = (transform_points(sim, local) - world).norm(dim=-1)
+        keep = residual <= torch.quantile(residual, 1.0 - trim, dim=1, keepdim=True)
+        sim = umeyama(local, world, weights=weights, mask=keep)
+    return sim
+
+
+class SegmentedReconstructor(StreamLoop):
+    """Stream frames through a Spann3R model in overlapping segments chained by similarity fits
+    (see the module's description); the interface of
+    [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor].
+
+    Results come one frame late as there
+    ([`step`][spatialmem.inference.SegmentedReconstructor.step] returns the previous processed
+    frame, [`finish`][spatialmem.inference.SegmentedReconstructor.finish] the last), every point
+    in frame 0's camera frame. Each segment is an
+    [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor] stream of its own frames
+    (so a segment's last frame comes from the second head, as a stream's last frame always
+    does): the first segment's results are exactly that stream's, a stream no longer than one
+    segment is reconstructed exactly as without segments, and every later segment is its
+    stream mapped by one similarity.
+
+    Example:
+        ```python
+        recon = SegmentedReconstructor(model.eval(), Segments(frames=6, overlap=3))
+        results = recon.run(frames)        # [T, 3, H, W] -> T results
+        pts3d = torch.stack([r.pts3d for r in results])  # [T, H, W, 3]
+        ```
+
+    Args:
+        model: a [`Spann3R`][spatialmem.models.Spann3R] in eval mode; it is not modified.
+        segments: how to cut the stream.
+        keyframe_every: process every ``k``-th input frame (``1``: all of them).
+        optimize: run the steps on the model's fast inference form (made once, shared by every
+            segment), as [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor] does.
+
+    Raises:
+        TypeError: ``model`` is not a [`Spann3R`][spatialmem.models.Spann3R] or ``segments`` is
+            not a [`Segments`][spatialmem.inference.Segments].
+        ValueError: ``model`` is in training mode or ``keyframe_every`` is not a positive int.
+    """
+
+    def __init__(
+        self,
+        model: Spann3R,
+        segments: Segments | None = None,
+        *,
+        keyframe_every: int = 1,
+        optimize: bool = True,
+    ) -> None:
+        segments = Segments() if segments is None else segments
+        if not isinstance(segments, Segments):
+            raise TypeError(f"`segments` must be a Segments, got {type(segments).__name__}")
+        # One inner stream, reset at every segment: its fast model is made once.
+        self._inner = OnlineReconstructor(model, keyframe_every=1, optimize=optimize)
+        self.model = model
+        self.segments = segments
+        self.keyframe_every = check_keyframe_every(keyframe_every)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current stream; the next frame starts a new one."""
+        self._inner.reset()
+        self._num_inputs = 0
+        self._num_processed = 0
+        self._finished = False
+        # Global (index, input_index) of each frame fed to the current segment, in order.
+        self._fed: list[tuple[int, int]] = []
+        self._sim: Tensor | None = None  # segment -> sequence coordinates; None: the first
+        self._recent: collections.deque[FrameResult] = collections.deque(
+            maxlen=self.segments.overlap
+        )
+        self._unbatched = False
+
+    @property
+    def num_inputs(self) -> int:
+        """Frames given to [`step`][spatialmem.inference.SegmentedReconstructor.step] in this
+        stream (skipped ones included)."""
+        return self._num_inputs
+
+    @property
+    def num_processed(self) -> int:
+        """Keyframes processed in this stream (each once, however many segments saw it)."""
+        return self._num_processed
+
+    @property
+    def state(self) -> MemoryState | None:
+        """The memory of the current segment (see
+        [`OnlineReconstructor.state`][spatialmem.inference.OnlineReconstructor.state])."""
+        return self._inner.state
+
+    @property
+    def num_segments(self) -> int:
+        """Segments started in this stream."""
+        if self._num_processed == 0:
+            return 0
+        extra = max(0, self._num_processed - self.segments.length)
+        return 1 + -(-extra // self.segments.frames)
+
+    def step(self, frame: Float[Tensor, "3 H W"] | Float[Tensor, "B 3 H W"]) -> FrameResult | None:
+        """Feed the next frame of the stream.
+
+        Args:
+            frame: as for
+                [`OnlineReconstructor.step`][spatialmem.inference.OnlineReconstructor.step].
+
+        Returns:
+            The final [`FrameResult`][spatialmem.inference.FrameResult] of the previously
+            processed frame, in frame 0's camera frame; ``None`` for the stream's first frame and
+            for frames skipped by ``keyframe_every``.
+
+        Raises:
+            TypeError: ``frame`` is not a floating tensor.
+            ValueError: as for
+                [`OnlineReconstructor.step`][spatialmem.inference.OnlineReconstructor.step]; a
+                refused frame leaves the stream as it was.
+            RuntimeError: the stream was finished (call
+                [`reset`][spatialmem.inference.SegmentedReconstructor.reset]).
+        """
+        if self._finished:
+            raise RuntimeError(
+                "this stream is finished; call reset() before feeding the frames of a new one"
+            )
+        input_index = self._num_inputs
+        keyframe = input_index % self.keyframe_every == 0
+        # Checked before anything changes, so that a refused frame leaves the stream intact
+        # (the inner stream's own checks, run again when the frame is fed: same package).
+        self._inner._check_eval()
+        self._inner._validate(frame, read_values=keyframe)
+        self._num_inputs += 1
+        if not keyframe:
+            return None
+        index = self._num_processed
+        self._num_processed += 1
+        if index == 0:
+            self._unbatched = frame.ndim == 3
+        with torch.inference_mode(), internal_calls():
+            if len(self._fed) < self.segments.length:
+                local = self._feed(frame, (index, input_index))
+                return None if local is None else self._to_sequence(local)
+            return self._next_segment(frame, (index, input_index))
+
+    def finish(self) -> FrameResult | None:
+        """End the stream and return the last processed frame's result.
+
+        Returns:
+            The last frame's [`FrameResult`][spatialmem.inference.FrameResult], or ``None`` when
+            no frame was processed.
+
+        Raises:
+            ValueError: exactly one frame was processed (Spann3R needs at least two).
+            RuntimeError: the stream was already finished.
+        """
+        if self._finished:
+            raise RuntimeError("this stream is already finished; call reset() to start a new one")
+        local = self._inner.finish()
+        self._finished = True
+        if local is None:
+            return None
+        with torch.inference_mode():
+            return self._to_sequence(local)
+
+    # ------------------------------------------------------------------ internals
+    def _feed(self, frame: Tensor, ids: tuple[int, int]) -> FrameResult | None:
+        """Feed a frame to the current segment; its previous frame's result, in the segment's
+        coordinates and numbering."""
+        self._fed.append(ids)
+        return self._inner.step(frame)
+
+    def _next_segment(self, frame: Tensor, ids: tuple[int, int]) -> FrameResult:
+        """Close the current segment, restart the memory on its last ``overlap`` frames, fit the
+        new segment's similarity on them and feed ``frame`` as its first new frame."""
+        last = self._inner.finish()
+        assert last is not None
+        closing = self._to_sequence(last)
+        anchors = list(self._recent)  # the overlap, in sequence coordinates (closing included)
+        self._inner.reset()
+        self._fed = []
+        local: list[FrameResult] = []
+        for anchor in anchors:
+            out = self._feed(anchor.image, (anchor.index, anchor.input_index))
+            if out is not None:
+                local.append(out)
+        out = self._feed(frame, ids)
+        assert out is not None
+        local.append(out)
+        self._sim = self._fit(local, anchors)
+        return closing
+
+    def _fit(self, local: list[FrameResult], anchors: list[FrameResult]) -> Tensor:
+        def flat(results: list[FrameResult], name: str) -> Tensor:
+            x = torch.stack([getattr(r, name) for r in results], dim=-3 if name == "conf" else -4)
+            if self._unbatched:
+                x = x[None]
+            return x.reshape(x.shape[0], -1, 3) if name == "pts3d" else x.reshape(x.shape[0], -1)
+
+        weights = flat(local, "conf") * flat(anchors, "conf")
+        return fit_segment(
+            flat(local, "pts3d").float(),
+            flat(anchors, "pts3d").float(),
+            weights.float(),
+            self.segments.trim,
+        )
+
+    def _to_sequence(self, local: FrameResult) -> FrameResult:
+        """A result of the current segment in the sequence's coordinates and numbering."""
+        index, input_index = self._fed[local.index]
+        pts3d = local.pts3d
+        if self._sim is not None:
+            batched = pts3d if not self._unbatched else pts3d[None]
+            flat = batched.reshape(batched.shape[0], -1, 3)
+            moved = transform_points(self._sim, flat.float()).to(pts3d.dtype)
+            pts3d = moved.reshape(pts3d.shape)
+        result = dataclasses.replace(local, index=index, input_index=input_index, pts3d=pts3d)
+        self._recent.append(result)
+        return result
