@@ -1,7 +1,8 @@
 """End-to-end jobs behind the command line, callable from Python: reconstruct, export, evaluate.
 
 - [reconstruct_frames][spatialmem.pipeline.reconstruct_frames]: stream an ordered sequence through
-  a Spann3R model ([OnlineReconstructor][spatialmem.inference.OnlineReconstructor]).
+  a Spann3R model ([OnlineReconstructor][spatialmem.inference.OnlineReconstructor], or in
+  overlapping segments with [SegmentedReconstructor][spatialmem.inference.SegmentedReconstructor]).
 - [export_reconstruction][spatialmem.pipeline.export_reconstruction]: recover the cameras
   ([estimate_cameras][spatialmem.geometry.estimate_cameras]) and write the point cloud, per-frame
   ``.npz``, Nerfstudio ``transforms.json``, a COLMAP text model and a preview PNG.
