@@ -250,6 +250,10 @@ def test_evaluate_dataset_path_runs_the_protocol(
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["sequence"] == "nrgbd/room"
     assert np.isfinite(metrics["acc"]) and np.isfinite(metrics["comp"])
+    # In segments of 1 + 1 the third frame comes from a second segment.
+    assert main([*args, "--segments", "1:1"]) == 0
+    chained = json.loads(capsys.readouterr().out)
+    assert np.isfinite(chained["acc"]) and chained["acc"] != metrics["acc"]
 
 
 def _bad_inputs(tmp: Path) -> dict[str, Path]:

@@ -409,7 +409,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model = _inference_model(model, args.optimize, (args.size_eval, args.size_eval))
         metrics, _ = evaluate_sequence(
             model, seq, align=args.align, threshold=args.threshold, icp_threshold=args.icp,
-            progress=args.progress,
+            segments=args.segments, progress=args.progress,
         )  # fmt: skip
         name = seq.name
     else:
@@ -759,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="spann3r_vitl_dpt512")
     p.add_argument("--checkpoint")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    _add_segments_option(p, "off")
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_evaluate)
 

@@ -180,12 +180,15 @@ def evaluate_sequence(
     threshold: float = 0.05,
     icp_threshold: float | None = None,
     keyframe_every: int = 1,
+    segments: Segments | None = None,
     progress: bool = False,
 ) -> tuple[Any, SequenceReconstruction]:
     """Reconstruct an [EvalSequence][spatialmem.data.eval_datasets.EvalSequence] online and score
     it against its ground truth (paper protocol: per-pixel correspondences for the alignment,
     then accuracy, completion and normal consistency on the valid pixels). The official
     evaluation aligns with ``align="median", icp_threshold=0.1`` (``100`` for DTU, in mm).
+    ``keyframe_every``, ``segments`` and ``progress`` are passed to
+    [reconstruct_frames][spatialmem.pipeline.reconstruct_frames].
 
     Returns:
         ``(metrics, reconstruction)``.
@@ -193,7 +196,11 @@ def evaluate_sequence(
     from spatialmem.metrics import evaluate_pointmaps
 
     recon = reconstruct_frames(
-        model, sequence.images, keyframe_every=keyframe_every, progress=progress
+        model,
+        sequence.images,
+        keyframe_every=keyframe_every,
+        segments=segments,
+        progress=progress,
     )
     index = torch.tensor(recon.input_indices)
     metrics = evaluate_pointmaps(
