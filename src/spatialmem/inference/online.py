@@ -84,24 +84,27 @@ class StreamLoop:
     [`run`][spatialmem.inference.StreamLoop.run]."""
 
     def reset(self) -> None:
+        """Start a new stream (implemented by the reconstructor)."""
         raise NotImplementedError
 
     def step(self, frame: Tensor) -> FrameResult | None:
+        """Feed one frame; the previous processed frame's result (implemented by the
+        reconstructor)."""
         raise NotImplementedError
 
     def finish(self) -> FrameResult | None:
+        """End the stream; the last frame's result (implemented by the reconstructor)."""
         raise NotImplementedError
 
     def stream(
         self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
     ) -> Iterator[FrameResult]:
         """Reconstruct a sequence lazily: yield every processed frame's result, the last one
-        after the input is exhausted (`finish`).
+        (from `finish`) after the input is exhausted.
 
         Args:
-            frames: an iterable of frames for
-                `step`, a tensor ``[T, 3, H, W]``
-                (one stream) or ``[B, T, 3, H, W]`` (``B`` streams, the layout of
+            frames: an iterable of frames for `step`, a tensor ``[T, 3, H, W]`` (one stream) or
+                ``[B, T, 3, H, W]`` (``B`` streams, the layout of
                 [`Spann3R.forward`][spatialmem.models.Spann3R.forward]).
             progress: show a ``tqdm`` progress bar (needs the ``eval`` extra; without ``tqdm``
                 the run continues without a bar).
@@ -113,8 +116,7 @@ class StreamLoop:
 
         Raises:
             ValueError: ``frames`` holds no frame at all (with ``reset=True``), or exactly one
-                processed frame (see `finish`);
-                the errors of `step`.
+                processed frame (see `finish`); the errors of `step`.
         """
         if reset:
             self.reset()
@@ -146,8 +148,7 @@ class StreamLoop:
     def run(
         self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
     ) -> list[FrameResult]:
-        """Reconstruct a whole sequence: `stream`
-        collected in a list.
+        """Reconstruct a whole sequence: `stream` collected in a list.
 
         Args:
             frames: as for `stream`.
@@ -156,12 +157,12 @@ class StreamLoop:
 
         Returns:
             One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order;
+            for an [`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor],
             ``[r.pts3d for r in out]`` stacked along a new frame axis equals
             ``Spann3R.forward(frames).pts3d``.
 
         Raises:
-            ValueError: as for `stream` (e.g.
-                an empty ``frames``).
+            ValueError: as for `stream` (e.g. an empty ``frames``).
         """
         return list(self.stream(frames, progress=progress, reset=reset))
 
