@@ -104,7 +104,12 @@ def test_keyframes_and_counters(model: Spann3R) -> None:
 def test_a_refused_frame_leaves_the_stream_intact(model: Spann3R) -> None:
     frames = _frames(9)
     recon = SegmentedReconstructor(model, Segments(frames=2, overlap=2), optimize=False)
-    got = [recon.step(f) for f in frames[:4]]
+    got = [recon.step(f) for f in frames[:2]]
+    bad = frames[2].clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="frame"):
+        recon.step(bad)  # within a segment: the inner stream refuses it, nothing changes
+    got += [recon.step(f) for f in frames[2:4]]
     bad = frames[4].clone()
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="frame"):

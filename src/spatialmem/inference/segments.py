@@ -19,7 +19,6 @@ memory registers the whole sequence, plain streaming
 
 import collections
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +38,6 @@ from spatialmem.memory import MemoryState
 from spatialmem.models.spann3r import Spann3R
 
 __all__ = ["SegmentedReconstructor", "Segments"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,7 +155,6 @@ class SegmentedReconstructor(StreamLoop):
         self._recent: collections.deque[FrameResult] = collections.deque(
             maxlen=self.segments.overlap
         )
-        self._unbatched = False
 
     @property
     def num_inputs(self) -> int:
@@ -209,24 +205,27 @@ class SegmentedReconstructor(StreamLoop):
             raise RuntimeError(
                 "this stream is finished; call reset() before feeding the frames of a new one"
             )
-        input_index = self._num_inputs
+        input_index, index = self._num_inputs, self._num_processed
+        ids = (index, input_index)
         keyframe = input_index % self.keyframe_every == 0
-        # Checked before anything changes, so that a refused frame leaves the stream intact
-        # (the inner stream's own checks, run again when the frame is fed: same package).
-        self._inner._check_eval()
-        self._inner._validate(frame, read_values=keyframe)
-        self._num_inputs += 1
-        if not keyframe:
-            return None
-        index = self._num_processed
-        self._num_processed += 1
-        if index == 0:
-            self._unbatched = frame.ndim == 3
         with torch.inference_mode(), internal_calls():
-            if len(self._fed) < self.segments.length:
-                local = self._feed(frame, (index, input_index))
-                return None if local is None else self._to_sequence(local)
-            return self._next_segment(frame, (index, input_index))
+            if not keyframe:
+                # Skipped frames are only checked, as the inner stream checks them.
+                self._inner._check_eval()
+                self._inner._validate(frame, read_values=False)
+                result = None
+            elif len(self._fed) < self.segments.length:
+                local = self._feed(frame, ids)  # the inner stream checks the frame first
+                result = None if local is None else self._to_sequence(local)
+            else:
+                # A new segment changes the stream before the frame is fed: check it first so
+                # that a refused frame leaves the stream intact (same package: its own checks).
+                self._inner._check_eval()
+                self._inner._validate(frame, read_values=True)
+                result = self._next_segment(frame, ids)
+        self._num_inputs += 1
+        self._num_processed += int(keyframe)
+        return result
 
     def finish(self) -> FrameResult | None:
         """End the stream and return the last processed frame's result.
@@ -251,9 +250,10 @@ class SegmentedReconstructor(StreamLoop):
     # ------------------------------------------------------------------ internals
     def _feed(self, frame: Tensor, ids: tuple[int, int]) -> FrameResult | None:
         """Feed a frame to the current segment; its previous frame's result, in the segment's
-        coordinates and numbering."""
+        coordinates and numbering. Nothing changes when the inner stream refuses the frame."""
+        local = self._inner.step(frame)
         self._fed.append(ids)
-        return self._inner.step(frame)
+        return local
 
     def _next_segment(self, frame: Tensor, ids: tuple[int, int]) -> FrameResult:
         """Close the current segment, restart the memory on its last ``overlap`` frames, fit the
@@ -277,10 +277,11 @@ class SegmentedReconstructor(StreamLoop):
 
     def _fit(self, local: list[FrameResult], anchors: list[FrameResult]) -> Tensor:
         def flat(results: list[FrameResult], name: str) -> Tensor:
+            """``[B, N]`` confidences or ``[B, N, 3]`` points of the frames (``B = 1`` for an
+            unbatched stream, whose confidences are ``[H, W]``)."""
             x = torch.stack([getattr(r, name) for r in results], dim=-3 if name == "conf" else -4)
-            if self._unbatched:
-                x = x[None]
-            return x.reshape(x.shape[0], -1, 3) if name == "pts3d" else x.reshape(x.shape[0], -1)
+            b = 1 if results[0].conf.ndim == 2 else x.shape[0]
+            return x.reshape(b, -1, 3) if name == "pts3d" else x.reshape(b, -1)
 
         weights = flat(local, "conf") * flat(anchors, "conf")
         return fit_segment(
@@ -295,8 +296,7 @@ class SegmentedReconstructor(StreamLoop):
         index, input_index = self._fed[local.index]
         pts3d = local.pts3d
         if self._sim is not None:
-            batched = pts3d if not self._unbatched else pts3d[None]
-            flat = batched.reshape(batched.shape[0], -1, 3)
+            flat = pts3d.reshape(self._sim.shape[0], -1, 3)  # [B, H W, 3], B = 1 unbatched
             moved = transform_points(self._sim, flat.float()).to(pts3d.dtype)
             pts3d = moved.reshape(pts3d.shape)
         result = dataclasses.replace(local, index=index, input_index=input_index, pts3d=pts3d)
