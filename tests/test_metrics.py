@@ -544,7 +544,7 @@ def test_bounding_box_diagonal_refuses_bad_input() -> None:
     points = torch.rand(2, 5, 3)
     with pytest.raises((ValueError, TypeCheckError), match=r"at least one valid|parameters"):
         bounding_box_diagonal(points, torch.zeros(2, 5, dtype=torch.bool))
-    with pytest.raises((ValueError, TypeCheckError), match=r"must match|parameters"):
+    with pytest.raises((ValueError, TypeCheckError), match=r"must have shape|parameters"):
         bounding_box_diagonal(points, torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises((TypeError, TypeCheckError), match=r"bool|parameters"):
         bounding_box_diagonal(points, torch.ones(2, 5))

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool_mask",
     "check_finite",
     "check_images",
     "check_pixel_range",
@@ -143,6 +144,36 @@ def check_tensor(
             raise ValueError(
                 f"`{name}` must have size {size} in dimension {axis}{want}, got {_describe(x)}"
             )
+    return x
+
+
+def check_bool_mask(
+    name: str, mask: object, shape: tuple[int, ...] | None, expected: str
+) -> Tensor:
+    """Validate that ``mask`` is a bool tensor, of ``shape`` when given.
+
+    Args:
+        name: argument name used in the error message.
+        mask: the value to check.
+        shape: the required shape (``None``: any; the caller compares shapes itself).
+        expected: human description of the expected layout, e.g. ``"B T H W"``.
+
+    Returns:
+        ``mask`` unchanged, typed as a tensor.
+
+    Raises:
+        TypeError: ``mask`` is not a tensor or not of dtype ``torch.bool``.
+        ValueError: ``mask`` has another shape than ``shape``.
+    """
+    x = check_tensor(name, mask, ndim=None if shape is None else len(shape), expected=expected)
+    if x.dtype != torch.bool:
+        raise TypeError(
+            f"`{name}` must have dtype torch.bool (expected {expected}), got dtype {x.dtype}"
+        )
+    if shape is not None and tuple(x.shape) != shape:
+        raise ValueError(
+            f"`{name}` must have shape {shape} (expected {expected}), got {tuple(x.shape)}"
+        )
     return x
 
 

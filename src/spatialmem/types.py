@@ -12,24 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_bool_mask, check_tensor
 from spatialmem._typing import Bool, Float
 from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = ["SequenceTarget", "StepPredictions", "check_matching"]
-
-
-def _check_mask(name: str, mask: object, shape: tuple[int, ...], expected: str) -> None:
-    check_tensor(name, mask, ndim=len(shape), expected=expected)
-    assert isinstance(mask, Tensor)
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"`{name}` must have dtype torch.bool (expected {expected}), got dtype {mask.dtype}"
-        )
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"`{name}` must have shape {shape} (expected {expected}), got {tuple(mask.shape)}"
-        )
 
 
 @dataclass(eq=False)
@@ -116,7 +103,9 @@ class SequenceTarget(TensorDataclass):
         b, t, h, w, _ = pts.shape
         if t < 2:
             raise ValueError(f"`SequenceTarget.pts3d` needs at least 2 frames, got T = {t}")
-        _check_mask("SequenceTarget.valid", self.valid, (b, t, h, w), f"B T H W = {b} {t} {h} {w}")
+        check_bool_mask(
+            "SequenceTarget.valid", self.valid, (b, t, h, w), f"B T H W = {b} {t} {h} {w}"
+        )
         check_tensor(
             "SequenceTarget.camera_pose0", self.camera_pose0, ndim=3, floating=True,
             dims={0: b, 1: 4, 2: 4}, expected=f"B 4 4 = {b} 4 4",

@@ -7,7 +7,7 @@ page's Acc / diameter) all divide by this one number so that they stay comparabl
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_bool_mask, check_tensor
 from spatialmem._typing import Bool, Float
 
 __all__ = ["bounding_box_diagonal"]
@@ -34,16 +34,7 @@ def bounding_box_diagonal(
         raise ValueError(f"`points` must be [*B, N, 3], got {tuple(points.shape)}")
     if valid is None:
         valid = torch.ones(points.shape[:-1], dtype=torch.bool, device=points.device)
-    elif not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-        raise TypeError(
-            "`valid` must be a bool tensor [*B, N], got "
-            f"{getattr(valid, 'dtype', type(valid).__name__)}"
-        )
-    if valid.shape != points.shape[:-1]:
-        raise ValueError(
-            f"`valid` {tuple(valid.shape)} must match `points` {tuple(points.shape)} without "
-            "its last dimension"
-        )
+    valid = check_bool_mask("valid", valid, tuple(points.shape[:-1]), "*B N")
     if not bool(valid.any(-1).all()):
         raise ValueError("every cloud needs at least one valid point")
     big = torch.finfo(points.dtype).max

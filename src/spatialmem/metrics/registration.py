@@ -9,7 +9,7 @@ reconstruction in frame 0's coordinates, so what remains is depth error plus mis
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_bool_mask, check_tensor
 from spatialmem._typing import Bool, Float
 from spatialmem.geometry.alignment import umeyama
 from spatialmem.geometry.transforms import transform_points
@@ -42,11 +42,7 @@ def aligned_point_error(
     """
     check_tensor("pred", pred, ndim=5, floating=True, dims={4: 3}, expected="B T H W 3")
     check_tensor("gt", gt, ndim=5, floating=True, dims={4: 3}, expected="B T H W 3")
-    if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-        raise TypeError(
-            "`valid` must be a bool tensor [B, T, H, W], got "
-            f"{getattr(valid, 'dtype', type(valid).__name__)}"
-        )
+    check_bool_mask("valid", valid, None, "B T H W")
     if gt.shape != pred.shape or valid.shape != pred.shape[:-1]:
         raise ValueError(
             f"`pred` {tuple(pred.shape)}, `gt` {tuple(gt.shape)} and `valid` "
