@@ -19,7 +19,7 @@ float32 (float64 only when given float64).
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor, value_checks_enabled
+from spatialmem._checks import check_bool_mask, check_tensor, value_checks_enabled
 from spatialmem._typing import Bool, Float
 from spatialmem.geometry.transforms import sim3
 
@@ -49,9 +49,9 @@ def _check_points(name: str, x: object, expected: str) -> Tensor:
 
 def _check_mask_like(name: str, x: object, shape: tuple[int, ...], *, floating: bool) -> Tensor:
     want = " ".join(str(s) for s in shape)
-    x = check_tensor(name, x, floating=floating, expected=f"B N = {want}")
-    if not floating and x.dtype != torch.bool:
-        raise TypeError(f"`{name}` must be a bool tensor [B, N], got dtype {x.dtype}")
+    if not floating:
+        return check_bool_mask(name, x, shape, f"B N = {want}")
+    x = check_tensor(name, x, floating=True, expected=f"B N = {want}")
     if tuple(x.shape) != shape:
         raise ValueError(f"`{name}` must have shape [B, N] = {list(shape)}, got {tuple(x.shape)}")
     return x
@@ -262,14 +262,12 @@ def median_scale_shift(
     """
     check_tensor("pred", pred, floating=True, dims={-1: 3}, expected="B ... 3")
     check_tensor("gt", gt, floating=True, dims={-1: 3}, expected="B ... 3")
-    check_tensor("valid", valid, floating=False, expected="B ...")
+    check_bool_mask("valid", valid, None, "B ...")
     if pred.shape != gt.shape or tuple(valid.shape) != tuple(pred.shape[:-1]):
         raise ValueError(
             "`pred` [B, ..., 3], `gt` [B, ..., 3] and `valid` [B, ...] must match, got "
             f"{tuple(pred.shape)}, {tuple(gt.shape)} and {tuple(valid.shape)}"
         )
-    if valid.dtype != torch.bool:
-        raise TypeError(f"`valid` must be a bool tensor, got dtype {valid.dtype}")
     with torch.no_grad():
         gt_shift = masked_median(gt[..., 2], valid)
         pred_shift = masked_median(pred[..., 2], valid)

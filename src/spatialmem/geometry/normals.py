@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_bool_mask, check_tensor
 from spatialmem._typing import Bool, Float
 
 __all__ = ["normals_from_pointmap"]
@@ -48,13 +48,7 @@ def normals_from_pointmap(
     if valid is None:
         ok = finite
     else:
-        check_tensor("valid", valid, floating=False, expected=f"B H W = {b} {h} {w}")
-        if valid.dtype != torch.bool:
-            raise TypeError(f"`valid` must be a bool tensor [B, H, W], got dtype {valid.dtype}")
-        if tuple(valid.shape) != (b, h, w):
-            raise ValueError(
-                f"`valid` must have shape [B, H, W] = {[b, h, w]}, got {tuple(valid.shape)}"
-            )
+        check_bool_mask("valid", valid, (b, h, w), f"B H W = {b} {h} {w}")
         ok = valid & finite
     normals = torch.zeros_like(pts)
     out_valid = torch.zeros_like(ok)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor
+from spatialmem._checks import check_bool_mask, check_tensor
 from spatialmem._typing import Bool, Float, Shaped
 from spatialmem.io._common import images_to_uint8, resolve_cameras, to_numpy
 
@@ -78,10 +78,7 @@ def save_frames_npz(
     check_tensor("images", images, ndim=4, dims={0: t, 1: 3, 2: h, 3: w},
                  expected=f"T 3 H W = {t} 3 {h} {w}")  # fmt: skip
     if valid is not None:
-        check_tensor("valid", valid, ndim=3, dims={0: t, 1: h, 2: w},
-                     expected=f"T H W = {t} {h} {w}")  # fmt: skip
-        if valid.dtype != torch.bool:
-            raise TypeError(f"`valid` must be a bool tensor (T H W), got dtype {valid.dtype}")
+        check_bool_mask("valid", valid, (t, h, w), f"T H W = {t} {h} {w}")
     k, c2w, _ = resolve_cameras(K, cam_to_world, None, cameras, camera_index, num_frames=t)
     rgb = images_to_uint8(images)
     pts, cf = to_numpy(pts3d.float()), to_numpy(conf.float())

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_finite, check_tensor, internal_calls
+from spatialmem._checks import check_bool_mask, check_finite, check_tensor, internal_calls
 from spatialmem._typing import Bool, Float
 from spatialmem.metrics.icp import _icp
 from spatialmem.metrics.neighbors import Backend, NeighborIndex, _check_chunk, _check_cloud
@@ -854,13 +854,7 @@ def evaluate_pointmaps(
     if tuple(gt.shape) != shape:
         raise ValueError(f"`gt` must have the shape of `pred` {shape}, got {tuple(gt.shape)}")
     if valid is not None:
-        check_tensor("valid", valid, floating=False, expected="pred.shape[:-1]")
-        if valid.dtype != torch.bool:
-            raise TypeError(f"`valid` must be a bool tensor, got dtype {valid.dtype}")
-        if tuple(valid.shape) != shape[:-1]:
-            raise ValueError(
-                f"`valid` must have shape pred.shape[:-1] = {shape[:-1]}, got {tuple(valid.shape)}"
-            )
+        check_bool_mask("valid", valid, shape[:-1], "pred.shape[:-1]")
     if conf is not None:
         check_tensor("conf", conf, floating=True, expected="pred.shape[:-1]")
         if tuple(conf.shape) != shape[:-1]:
