@@ -124,6 +124,32 @@ def test_copy_leaves_the_model_alone_and_shares_its_tensors() -> None:
     assert not fast.training
 
 
+def test_dpt_convolutions_laid_out_channels_last_once() -> None:
+    model = _model("spann3r_tiny")
+    conv = model.dust3r.head1.refinenet[0].res_unit1.conv1
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = optimize_for_inference(model)
+    plan = fast.inference_plan
+    assert "dust3r.head1.refinenet.0.res_unit1.conv1" in plan.convs and plan.changed
+    fast_conv = fast.get_submodule("dust3r.head1.refinenet.0.res_unit1.conv1")
+    assert fast_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)  # model untouched
+    assert torch.equal(fast_conv.weight, conv.weight)
+    assert plan.is_current(model)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)  # the copy's laid-out weight is now stale
+    assert not plan.is_current(model)
+    # in place: the parameter itself is relaid, its values and the state dict's keys unchanged
+    other = _model("spann3r_tiny")
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    optimize_for_inference(other, inplace=True)
+    relaid = other.get_submodule("dust3r.head1.refinenet.0.res_unit1.conv1").weight
+    assert relaid.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
+    # the eager backend changes nothing
+    assert not optimize_for_inference(model, backend="eager").inference_plan.convs
+
+
 @needs_onednn
 @pytest.mark.usefixtures("without_typecheck")
 def test_inplace_packs_without_a_second_weight_and_round_trips_the_state_dict() -> None:
@@ -280,6 +306,22 @@ def test_choose_linear_impl_measures_once() -> None:
     assert all(t > 0 for t in seconds.values())
     assert choose_linear_impl(layer, tokens=17) == (impl, seconds)  # cached
     assert isinstance(would_change(_model("spann3r_tiny"), tokens=6), bool)
+
+
+def test_linears_are_timed_on_cold_weights() -> None:
+    from spatialmem.optimize import linear as linear_module
+
+    small, large = nn.Linear(32, 64), nn.Linear(2048, 4096)  # 8 KiB and 32 MiB of weight
+    budget = linear_module._cold_cache_bytes()
+    for layer in (small, large):
+        copies = linear_module._weight_copies(layer)
+        assert copies[0] is layer
+        total = sum(c.weight.numel() * c.weight.element_size() for c in copies)
+        assert total >= budget or len(copies) == linear_module._MAX_COPIES
+        ptrs = {c.weight.data_ptr() for c in copies}
+        assert len(ptrs) == len(copies)  # distinct memory, the same values
+        assert all(torch.equal(c.weight, layer.weight) for c in copies)
+        assert all(torch.equal(c.bias, layer.bias) for c in copies)
 
 
 def test_cpu_features_read_from_torch() -> None:

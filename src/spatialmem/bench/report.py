@@ -84,6 +84,9 @@ def render_latency(results: dict[str, Any]) -> str:
                     "achieved": v["achieved_gflops"],
                     "peak": v.get("peak_gflops"),
                     "fraction": v.get("fraction_of_peak"),
+                    "fraction_median": v.get("fraction_of_peak_median"),
+                    "in_turn": v.get("in_turn_gflops"),
+                    "fraction_in_turn": v.get("fraction_of_in_turn"),
                     "rss": _mib(v.get("peak_rss_bytes")),
                     "extra": _mib(v.get("extra_bytes")),
                     "diff": v.get("max_rel_diff"),
@@ -102,8 +105,11 @@ def render_latency(results: dict[str, Any]) -> str:
             ("speedup_min", "speed-up (min)", ".2f"),
             ("gflop", "GFLOP/frame", fmt_sig),
             ("achieved", "achieved GFLOP/s", fmt_sig),
-            ("peak", "matmul peak GFLOP/s (same path)", fmt_sig),
-            ("fraction", "fraction of peak", ".2f"),
+            ("peak", "matmul peak GFLOP/s (same path, hot)", fmt_sig),
+            ("fraction", "fraction of peak (best)", ".2f"),
+            ("fraction_median", "fraction of peak (median)", ".2f"),
+            ("in_turn", "GEMM GFLOP/s, layers in turn", fmt_sig),
+            ("fraction_in_turn", "fraction of in-turn rate (best)", ".2f"),
             ("rss", "peak RSS MiB", ".0f"),
             ("extra", "extra weight MiB", ".0f"),
             ("diff", "max rel. diff vs eager", ".1e"),
@@ -115,6 +121,18 @@ def render_latency(results: dict[str, Any]) -> str:
             if v.get("plan"):
                 plans.append(f"* `{v['variant']}`: {v['plan']}")
     text = table
+    squares = [
+        f"{c['width']}x{c['height']} batch {c['batch']}: {c['square_matmul']['gflops']:.0f} "
+        f"GFLOP/s best, {c['square_matmul']['gflops_median']:.0f} median"
+        for c in results["cases"]
+        if c.get("square_matmul")
+    ]
+    if squares:
+        n = results["cases"][0]["square_matmul"]["n"]
+        text += (
+            f"\n\nA square float32 product ({n} x {n}) `torch.mm` in the same rounds, for "
+            "reference: " + "; ".join(squares) + "."
+        )
     if plans:
         text += "\n\nWhat the optimisation chose (first case):\n\n" + "\n".join(plans)
     return text

@@ -44,7 +44,8 @@ class ResidualConvUnit(nn.Module):
 
     def forward(self, x: Float[Tensor, "B F h w"]) -> Float[Tensor, "B F h w"]:
         """Apply the unit to ``[B, F, h, w]`` features."""
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        # The inner ReLU may overwrite conv1's fresh output; the outer one must keep ``x``.
+        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
 
 
 class FeatureFusionBlock(nn.Module):
@@ -173,7 +174,7 @@ class DPTHead(nn.Module):
             nn.Conv2d(feature_dim, feature_dim // 2, 3, padding=1),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
             nn.Conv2d(feature_dim // 2, last_dim, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),  # on the previous conv's fresh output: no extra buffer
             nn.Conv2d(last_dim, out_channels, 1),
         )
 

@@ -3,6 +3,7 @@
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spatialmem._checks import checks_active
 from spatialmem._typing import Float, Int
 from spatialmem.layers.rope import RoPE2D
 
@@ -51,8 +52,18 @@ class _AttentionBase(nn.Module):
         if self.rope is not None:
             if q_pos is None or k_pos is None:
                 raise ValueError("positions are required when the attention uses RoPE")
-            q = self.rope(q, q_pos, extent)
-            k = self.rope(k, k_pos, extent)
+            if checks_active() or extent is None:  # the public path (validates, finds extent)
+                q = self.rope(q, q_pos, extent)
+                k = self.rope(k, k_pos, extent)
+            else:  # queries and keys at the same positions share one gather
+                q_rot = self.rope.gather(q_pos, self.head_dim, extent, q.device, q.dtype)
+                k_rot = (
+                    q_rot
+                    if k_pos is q_pos and k.dtype == q.dtype
+                    else self.rope.gather(k_pos, self.head_dim, extent, k.device, k.dtype)
+                )
+                q = self.rope.rotate(q, *q_rot)
+                k = self.rope.rotate(k, *k_rot)
         drop = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         return self.proj_drop(self.proj(_merge_heads(out)))

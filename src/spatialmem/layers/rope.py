@@ -9,11 +9,6 @@ from spatialmem._typing import Float, Int
 __all__ = ["RoPE2D"]
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class RoPE2D(nn.Module):
     """Rotary embedding over a 2-D patch grid.
 
@@ -24,8 +19,11 @@ class RoPE2D(nn.Module):
     angles are linear in the position, token norms are preserved and the dot product of a rotated
     query and key depends only on their position difference.
 
-    The cos/sin tables are computed once per (head width, extent, device, dtype) and cached; they
-    are not part of the state dict.
+    The tables are computed once per (head width, extent, device, dtype) and cached; they are not
+    part of the state dict. A call gathers the table rows of its positions (one indexing op, shared
+    by the queries and keys of an attention when both have the same positions, see
+    [`gather`][spatialmem.layers.RoPE2D.gather]) and rotates with one multiply and one fused
+    multiply-add ([`rotate`][spatialmem.layers.RoPE2D.rotate]).
 
     Args:
         base: frequency base (``100`` for the published ``RoPE100`` models).
@@ -37,6 +35,7 @@ class RoPE2D(nn.Module):
             raise ValueError(f"`base` must be positive, got {base}")
         self.base = float(base)
         self._tables: dict[tuple[int, int, str, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self._grids: dict[tuple[int, int, str, torch.dtype], Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"base={self.base:g}"
@@ -66,6 +65,79 @@ class RoPE2D(nn.Module):
             self._tables[key] = cached
         return cached
 
+    def grid_tables(
+        self, head_dim: int, extent: int, device: torch.device, dtype: torch.dtype
+    ) -> Float[Tensor, "E E 2 Dh"]:
+        """Cached cos and signed-sin factors of every (row, column) position pair.
+
+        ``grid[r, c, 0]`` multiplies a token at ``(r, c)``; ``grid[r, c, 1]`` multiplies its
+        half-swapped copy. Each holds the row half (width ``Dh/2``, angles of ``r``) then the
+        column half (angles of ``c``); the sine factors carry the sign of the rotation
+        (``-sin`` on the first quarter of each half), so that a rotation is
+        ``x * cos + swap(x) * signed_sin``.
+
+        Args:
+            head_dim: head width ``Dh`` (divisible by 4).
+            extent: positions ``0..extent-1`` along each axis.
+            device: device of the table.
+            dtype: dtype of the table (angles are computed in float32).
+
+        Returns:
+            ``[extent, extent, 2, head_dim]``.
+        """
+        key = (head_dim, extent, str(device), dtype)
+        grid = self._grids.get(key)
+        if grid is None:
+            half = head_dim // 2
+            cos, sin = self.tables(half, extent, device, torch.float32)
+            quarter = half // 2
+            signed_sin = torch.cat((-sin[:, :quarter], sin[:, quarter:]), dim=-1)
+            factors = torch.stack((cos, signed_sin), dim=1)  # [E, 2, half]
+            rows = factors[:, None].expand(extent, extent, 2, half)
+            cols = factors[None, :].expand(extent, extent, 2, half)
+            grid = torch.cat((rows, cols), dim=-1).to(dtype).contiguous()
+            self._grids[key] = grid
+        return grid
+
+    def gather(
+        self,
+        positions: Int[Tensor, "B N 2"],
+        head_dim: int,
+        extent: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[Float[Tensor, "B 1 N Dh"], Float[Tensor, "B 1 N Dh"]]:
+        """The rotation factors of ``positions``, to pass to
+        [`rotate`][spatialmem.layers.RoPE2D.rotate] (once for queries and keys that share them).
+
+        Args:
+            positions: integer (row, column) of every token, in ``[0, extent)``.
+            head_dim: head width ``Dh`` of the tokens to rotate.
+            extent: exclusive bound on every position value.
+            device: device of the tokens.
+            dtype: dtype of the tokens.
+
+        Returns:
+            ``(cos, signed_sin)``, each ``[B, 1, N, Dh]`` (broadcast over heads).
+        """
+        grid = self.grid_tables(head_dim, extent, device, dtype)
+        factors = grid[positions[..., 0], positions[..., 1]].unsqueeze(1)  # [B, 1, N, 2, Dh]
+        return factors[..., 0, :], factors[..., 1, :]
+
+    @staticmethod
+    def rotate(
+        tokens: Float[Tensor, "B heads N Dh"],
+        cos: Float[Tensor, "B 1 N Dh"],
+        signed_sin: Float[Tensor, "B 1 N Dh"],
+    ) -> Float[Tensor, "B heads N Dh"]:
+        """Rotate ``tokens`` by factors from [`gather`][spatialmem.layers.RoPE2D.gather]."""
+        b, h, n, d = tokens.shape
+        # Channel j of each half pairs with channel j + Dh/4: swapping the two quarters of each
+        # half (one copy; roll is the fastest swap on CPU) turns the rotation into an elementwise
+        # multiply-add.
+        swapped = tokens.reshape(b, h, n, 2, 2, d // 4).roll(1, -2).reshape(b, h, n, d)
+        return torch.addcmul(tokens * cos, swapped, signed_sin)
+
     def forward(
         self,
         tokens: Float[Tensor, "B heads N Dh"],
@@ -86,26 +158,12 @@ class RoPE2D(nn.Module):
         """
         if checks_active():  # skipped when called from a block of a validated model
             _check_rope_inputs(tokens, positions)
-        head_dim = tokens.shape[-1]
         if extent is None:
             extent = int(positions.max()) + 1
-        half = head_dim // 2
-        cos, sin = self.tables(half, extent, tokens.device, tokens.dtype)
-        rows, cols = tokens.split(half, dim=-1)
-        return torch.cat(
-            (
-                self._rotate(rows, positions[..., 0], cos, sin),
-                self._rotate(cols, positions[..., 1], cos, sin),
-            ),
-            dim=-1,
+        cos, signed_sin = self.gather(
+            positions, tokens.shape[-1], extent, tokens.device, tokens.dtype
         )
-
-    @staticmethod
-    def _rotate(x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        # [B, N] positions -> [B, 1, N, D] tables, broadcast over heads.
-        c = cos[pos].unsqueeze(1)
-        s = sin[pos].unsqueeze(1)
-        return x * c + _rotate_half(x) * s
+        return self.rotate(tokens, cos, signed_sin)
 
 
 def _check_rope_inputs(tokens: object, positions: object) -> None:

@@ -85,6 +85,9 @@ class InferencePlan:
     """One entry per linear layer considered."""
     blocks: list[str] = field(default_factory=list)
     """Blocks whose forward was wrapped (autocast / compile / graph)."""
+    convs: list[str] = field(default_factory=list)
+    """Convolutions of the DPT heads whose weight was laid out channels-last once (CPU): their
+    inputs are channels-last, so eager would reorder the weight on every call."""
     wrappers: list[str] = field(default_factory=list)
     """The wrappers applied to every block, innermost first (``"autocast"``, ``"inductor"``,
     ``"cuda_graph"``)."""
@@ -99,8 +102,9 @@ class InferencePlan:
 
     @property
     def changed(self) -> bool:
-        """Whether anything differs from the eager model (a replaced layer or a wrapped block)."""
-        return bool(self.wrappers) or any(c.impl != "aten" for c in self.layers)
+        """Whether anything differs from the eager model (a replaced layer, a relaid convolution
+        or a wrapped block)."""
+        return bool(self.wrappers) or bool(self.convs) or any(c.impl != "aten" for c in self.layers)
 
     def counts(self) -> dict[str, int]:
         """Number of linear layers per implementation (``{"aten": 3, "onednn_packed": 97}``)."""
@@ -129,7 +133,10 @@ class InferencePlan:
         dtype = str(self.dtype).removeprefix("torch.")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "no layer"
         wrap = f", blocks {'+'.join(self.wrappers)}" if self.wrappers else ""
-        return f"{dtype}, backend {self.backend}: linears {counts}{wrap} ({self.seconds:.1f} s)"
+        convs = f", {len(self.convs)} convs channels-last" if self.convs else ""
+        return (
+            f"{dtype}, backend {self.backend}: linears {counts}{convs}{wrap} ({self.seconds:.1f} s)"
+        )
 
 
 def _shared_copy(model: M) -> M:
@@ -222,10 +229,14 @@ def optimize_for_inference(
     * ``"auto"`` (default): on CPU every ``nn.Linear`` (and ``Linear + GELU`` of the MLPs) is
       timed in its shape, with ``tokens`` rows, as eager ``F.linear``, oneDNN on the plain weight
       and oneDNN on a weight reordered once, and the fastest is kept (a oneDNN variant must be
-      3 % faster to be chosen; see [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]).
-      On CUDA nothing is replaced (cuBLAS is the fast path); only ``dtype`` applies.
+      3 % faster to be chosen, timed on cold weights as in the model; see
+      [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); the convolution weights
+      of the DPT heads, whose activations are channels-last, are laid out channels-last once
+      (listed in ``InferencePlan.convs``). On CUDA nothing is replaced (cuBLAS is the fast
+      path); only ``dtype`` applies.
     * ``"eager"``: nothing is replaced; only ``dtype`` applies.
-    * ``"onednn"``: every linear on oneDNN with a reordered weight, without measuring (CPU).
+    * ``"onednn"``: every linear on oneDNN with a reordered weight, without measuring, and the
+      DPT convolutions as with ``"auto"`` (CPU).
     * ``"inductor"``: the blocks (encoder, decoders, heads, memory encoder, key/query heads) are
       compiled with ``torch.compile`` (static shapes; on CPU with
       ``torch._inductor.config.freezing = True``, set globally; on CUDA with
@@ -337,11 +348,14 @@ def optimize_for_inference(
             _quantize_int8(target, plan)
         else:
             _convert_linears(target, plan)
+        if device.type == "cpu" and backend in ("auto", "onednn"):
+            _channels_last_convs(target, plan)
         _wrap_blocks(target, plan, dtype, backend, device)
     target.eval()
     plan.seconds = time.perf_counter() - start
     if not inplace:  # the copy goes stale when these change in `model`
         converted = {f"{c.name}.weight" for c in plan.layers if c.impl != "aten"}
+        converted |= {f"{name}.weight" for name in plan.convs}
         every = backend in ("inductor", "cuda_graph")  # they bake in every weight's storage
         plan._sources = [
             (name, p, p._version, p.data_ptr())
@@ -417,6 +431,32 @@ def _convert_linears(model: nn.Module, plan: InferencePlan) -> None:
         setattr(parent, attr, new)
         if gelu is not None and choice.activation == "gelu":
             parent.act = nn.Identity()
+
+
+def _channels_last_convs(model: nn.Module, plan: InferencePlan) -> None:
+    """Lay out the weights of the DPT heads' 3x3 and 1x1 convolutions channels-last once.
+
+    The heads turn tokens into feature maps with a transpose, so their activations are
+    channels-last; oneDNN then computes channels-last and, given a contiguous weight, reorders
+    it on every call (tens of ms per step for the published model). The values are unchanged.
+    """
+    from spatialmem.heads import DPTHead
+
+    for head_name, head in model.named_modules():
+        if not isinstance(head, DPTHead):
+            continue
+        for name, conv in head.named_modules():
+            if type(conv) is not nn.Conv2d:
+                continue
+            weight = conv.weight
+            if weight.is_contiguous(memory_format=torch.channels_last):
+                continue
+            laid_out = weight.detach().contiguous(memory_format=torch.channels_last)
+            if plan.inplace:
+                weight.data = laid_out
+            else:  # the copy gets its own tensor; ``model``'s parameter is left alone
+                conv.weight = nn.Parameter(laid_out, requires_grad=weight.requires_grad)
+            plan.convs.append(f"{head_name}.{name}" if head_name else name)
 
 
 def _shape(layer: nn.Module) -> tuple[int, int]:
