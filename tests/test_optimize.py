@@ -308,6 +308,29 @@ def test_choose_linear_impl_measures_once() -> None:
     assert isinstance(would_change(_model("spann3r_tiny"), tokens=6), bool)
 
 
+@needs_onednn
+@pytest.mark.parametrize(
+    ("seconds", "want"),
+    [
+        ({"aten": 1.0, "onednn": 0.9, "onednn_packed": 0.88}, "aten"),  # < 15 % better
+        ({"aten": 1.0, "onednn": 0.8, "onednn_packed": 0.79}, "onednn"),  # packed < 3 % better
+        ({"aten": 1.0, "onednn": 0.9, "onednn_packed": 0.8}, "onednn_packed"),
+        ({"aten": 1.0, "onednn": 0.8, "onednn_packed": 0.7}, "onednn_packed"),
+    ],
+)
+def test_onednn_must_clear_its_margins(
+    monkeypatch: pytest.MonkeyPatch, seconds: dict[str, float], want: str
+) -> None:
+    from spatialmem.optimize import linear as linear_module
+
+    monkeypatch.setattr(linear_module, "_time_min", lambda fns, rounds, budget_s: dict(seconds))
+    monkeypatch.setattr(linear_module, "_decisions", {})
+    impl, times = choose_linear_impl(nn.Linear(8, 8), tokens=3)
+    assert impl == want
+    copies = len(linear_module._weight_copies(nn.Linear(8, 8)))
+    assert times == pytest.approx({k: v / copies for k, v in seconds.items()})
+
+
 def test_linears_are_timed_on_cold_weights() -> None:
     from spatialmem.optimize import linear as linear_module
 

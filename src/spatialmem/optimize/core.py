@@ -228,8 +228,9 @@ def optimize_for_inference(
 
     * ``"auto"`` (default): on CPU every ``nn.Linear`` (and ``Linear + GELU`` of the MLPs) is
       timed in its shape, with ``tokens`` rows, as eager ``F.linear``, oneDNN on the plain weight
-      and oneDNN on a weight reordered once, and the fastest is kept (a oneDNN variant must be
-      3 % faster to be chosen, timed on cold weights as in the model; see
+      and oneDNN on a weight reordered once, and the fastest is kept (timed on cold weights as
+      in the model; oneDNN must beat ``F.linear`` by 15 %, the packed layout the plain one by
+      3 %; see
       [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); the convolution weights
       of the DPT heads, whose activations are channels-last, are laid out channels-last once
       (listed in ``InferencePlan.convs``). On CUDA nothing is replaced (cuBLAS is the fast
