@@ -150,6 +150,26 @@ def test_dpt_convolutions_laid_out_channels_last_once() -> None:
     assert not optimize_for_inference(model, backend="eager").inference_plan.convs
 
 
+@pytest.mark.usefixtures("without_typecheck")
+def test_reconstructor_relays_convs_even_when_every_linear_stays_eager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spatialmem.optimize import core
+
+    monkeypatch.setattr(core, "choose_linear_impl", lambda layer, **kw: ("aten", {}))
+    model = _model("spann3r_tiny")
+    assert would_change(model, tokens=6)  # only the DPT convolutions change
+    recon = sm.inference.OnlineReconstructor(model)
+    results = recon.run(_frames("spann3r_tiny", n=3))
+    plan = recon._net.inference_plan
+    assert plan.convs and set(plan.counts()) <= {"aten", "aten+gelu"}
+    with torch.inference_mode():
+        ref = model(_frames("spann3r_tiny", n=3)[None])
+    _close(torch.stack([r.pts3d for r in results]), ref.pts3d[0])
+    linear_model = _model("spann3r_small_synthetic")  # linear heads: nothing to relay
+    assert not would_change(linear_model, tokens=96)
+
+
 @needs_onednn
 @pytest.mark.usefixtures("without_typecheck")
 def test_inplace_packs_without_a_second_weight_and_round_trips_the_state_dict() -> None:

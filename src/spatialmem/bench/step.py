@@ -58,7 +58,8 @@ class BenchConfig:
     rounds: int = 3
     """Alternating rounds."""
     peak_seconds_per_shape: float = 0.05
-    """Seconds of back-to-back calls per linear shape and round of the matmul-peak probe."""
+    """Seconds of back-to-back calls per linear shape and round of the matmul-peak probe (four
+    times this for the square reference product)."""
     steps_per_round: int = 2
     """Timed steps of each variant per round."""
     warmup_steps: int = 1

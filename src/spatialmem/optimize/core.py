@@ -409,6 +409,8 @@ def would_change(
     dtype = torch.float32 if dtype is None else dtype
     if dtype != torch.float32 or backend in ("inductor", "cuda_graph"):
         return True
+    if device.type == "cpu" and backend in ("auto", "onednn") and _convs_to_relay(model):
+        return True
     cpu = None if device.type == "cuda" else cpu_features()
     return _decide(model, dtype, backend, device, False, cpu, tokens).changed
 
@@ -434,30 +436,37 @@ def _convert_linears(model: nn.Module, plan: InferencePlan) -> None:
             parent.act = nn.Identity()
 
 
+def _convs_to_relay(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The convolutions of the DPT heads whose weight is not laid out channels-last yet."""
+    from spatialmem.heads import DPTHead
+
+    found = []
+    for head_name, head in model.named_modules():
+        if not isinstance(head, DPTHead):
+            continue
+        for name, conv in head.named_modules():
+            if type(conv) is nn.Conv2d and not conv.weight.is_contiguous(
+                memory_format=torch.channels_last
+            ):
+                found.append((f"{head_name}.{name}" if head_name else name, conv))
+    return found
+
+
 def _channels_last_convs(model: nn.Module, plan: InferencePlan) -> None:
-    """Lay out the weights of the DPT heads' 3x3 and 1x1 convolutions channels-last once.
+    """Lay out the weights of the DPT heads' 3x3 convolutions channels-last once.
 
     The heads turn tokens into feature maps with a transpose, so their activations are
     channels-last; oneDNN then computes channels-last and, given a contiguous weight, reorders
     it on every call (tens of ms per step for the published model). The values are unchanged.
     """
-    from spatialmem.heads import DPTHead
-
-    for head_name, head in model.named_modules():
-        if not isinstance(head, DPTHead):
-            continue
-        for name, conv in head.named_modules():
-            if type(conv) is not nn.Conv2d:
-                continue
-            weight = conv.weight
-            if weight.is_contiguous(memory_format=torch.channels_last):
-                continue
-            laid_out = weight.detach().contiguous(memory_format=torch.channels_last)
-            if plan.inplace:
-                weight.data = laid_out
-            else:  # the copy gets its own tensor; ``model``'s parameter is left alone
-                conv.weight = nn.Parameter(laid_out, requires_grad=weight.requires_grad)
-            plan.convs.append(f"{head_name}.{name}" if head_name else name)
+    for name, conv in _convs_to_relay(model):
+        weight = conv.weight
+        laid_out = weight.detach().contiguous(memory_format=torch.channels_last)
+        if plan.inplace:
+            weight.data = laid_out
+        else:  # the copy gets its own tensor; ``model``'s parameter is left alone
+            conv.weight = nn.Parameter(laid_out, requires_grad=weight.requires_grad)
+        plan.convs.append(name)
 
 
 def _shape(layer: nn.Module) -> tuple[int, int]:

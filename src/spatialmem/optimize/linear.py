@@ -41,8 +41,8 @@ needs no extra memory) to be chosen over it."""
 _ONEDNN_MARGIN = 0.15
 """A oneDNN implementation must be this much faster than eager ``F.linear`` to be chosen.
 
-Timed alone, even on cold weights, a oneDNN layer runs faster inside the model than it really
-does: on a 2-core AVX2 CPU, the published Spann3R's step profiled with every linear on packed
+Timed alone, even on cold weights, a oneDNN layer looks faster than it runs inside a model: on
+a 2-core AVX2 CPU, the published Spann3R's step profiled with every linear on packed
 oneDNN ran each shape 5-50 % slower than ``aten::addmm`` in the same step (e.g. 1024 -> 4096 with
 GELU 19.7 against 12.9 ms), while the isolated timing had them level. Where oneDNN really pays
 (AVX-512 CPUs on which MKL takes a slow path: 2.2-2.3x) it clears this margin easily."""
@@ -198,10 +198,11 @@ class InferenceLinear(nn.Module):
 _decisions: dict[tuple, tuple[str, dict[str, float]]] = {}
 
 _COLD_BYTES = 64 << 20
-"""Weights streamed between two calls of one layer in the timing: more than a last-level cache.
-In a model every layer's weight is read once per step with the whole model's weights read in
-between, so it arrives from memory; timing one weight over and over (cache-hot) favours the
-implementations that re-lay the weight on every call."""
+"""Weights streamed between two calls of one layer in the timing when Linux does not report the
+CPU's caches: more than a last-level cache. In a model every layer's weight is read once per
+step with the whole model's weights read in between, so it arrives from memory; timing one
+weight over and over (cache-hot) favours the implementations that re-lay the weight on every
+call."""
 
 _MAX_COPIES = 16
 
