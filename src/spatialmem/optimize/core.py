@@ -230,11 +230,10 @@ def optimize_for_inference(
       timed in its shape, with ``tokens`` rows, as eager ``F.linear``, oneDNN on the plain weight
       and oneDNN on a weight reordered once, and the fastest is kept (timed on cold weights as
       in the model; oneDNN must beat ``F.linear`` by 15 %, the packed layout the plain one by
-      3 %; see
-      [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); the convolution weights
-      of the DPT heads, whose activations are channels-last, are laid out channels-last once
-      (listed in ``InferencePlan.convs``). On CUDA nothing is replaced (cuBLAS is the fast
-      path); only ``dtype`` applies.
+      3 %; see [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); the
+      convolution weights of the DPT heads, whose activations are channels-last, are laid out
+      channels-last once (listed in ``InferencePlan.convs``). On CUDA nothing is replaced
+      (cuBLAS is the fast path); only ``dtype`` applies.
     * ``"eager"``: nothing is replaced; only ``dtype`` applies.
     * ``"onednn"``: every linear on oneDNN with a reordered weight, without measuring, and the
       DPT convolutions as with ``"auto"`` (CPU).
@@ -349,7 +348,7 @@ def optimize_for_inference(
             _quantize_int8(target, plan)
         else:
             _convert_linears(target, plan)
-        if device.type == "cpu" and backend in ("auto", "onednn"):
+        if _relays_convs(device, backend):
             _channels_last_convs(target, plan)
         _wrap_blocks(target, plan, dtype, backend, device)
     target.eval()
@@ -409,7 +408,7 @@ def would_change(
     dtype = torch.float32 if dtype is None else dtype
     if dtype != torch.float32 or backend in ("inductor", "cuda_graph"):
         return True
-    if device.type == "cpu" and backend in ("auto", "onednn") and _convs_to_relay(model):
+    if _relays_convs(device, backend) and _convs_to_relay(model):
         return True
     cpu = None if device.type == "cuda" else cpu_features()
     return _decide(model, dtype, backend, device, False, cpu, tokens).changed
@@ -434,6 +433,11 @@ def _convert_linears(model: nn.Module, plan: InferencePlan) -> None:
         setattr(parent, attr, new)
         if gelu is not None and choice.activation == "gelu":
             parent.act = nn.Identity()
+
+
+def _relays_convs(device: torch.device, backend: str) -> bool:
+    """Whether this device and backend lay the DPT convolutions out channels-last."""
+    return device.type == "cpu" and backend in ("auto", "onednn")
 
 
 def _convs_to_relay(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
