@@ -104,6 +104,27 @@ def test_rope_rejects_bad_input(tokens: object, positions: object, match: str) -
         RoPE2D()(tokens, positions)  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("without_typecheck")
+def test_rope_gather_and_rotate_reject_bad_input() -> None:
+    rope, cpu = RoPE2D(), torch.device("cpu")
+    pos = grid_positions(1, 2, 2, cpu)
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        rope.gather(pos + 1, 8, 2, cpu, torch.float32)  # a position equal to extent
+    with pytest.raises(ValueError, match="multiple of 4"):
+        rope.gather(pos, 6, 2, cpu, torch.float32)
+    with pytest.raises(ValueError, match="extent"):
+        rope.gather(pos, 8, 0, cpu, torch.float32)
+    with pytest.raises(TypeError, match="integer"):
+        rope.gather(pos.float(), 8, 2, cpu, torch.float32)  # type: ignore[arg-type]
+    cos, sin = rope.gather(pos, 8, 2, cpu, torch.float32)
+    with pytest.raises(ValueError, match="signed_sin"):
+        rope.rotate(torch.randn(1, 3, 4, 8), cos, sin[:, :, :3])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        rope.rotate(torch.randn(1, 3, 4, 6), cos, sin)
+    x = torch.randn(1, 3, 4, 8)
+    torch.testing.assert_close(rope.rotate(x, cos, sin), rope(x, pos))
+
+
 def test_typecheck_hook_is_active_in_the_suite() -> None:
     from jaxtyping import TypeCheckError
 

@@ -120,7 +120,14 @@ class RoPE2D(nn.Module):
 
         Returns:
             ``(cos, signed_sin)``, each ``[B, 1, N, Dh]`` (broadcast over heads).
+
+        Raises:
+            TypeError: ``positions`` is not an integer tensor.
+            ValueError: ``positions`` not ``[B, N, 2]`` or outside ``[0, extent)``;
+                ``head_dim`` not a positive multiple of 4; ``extent`` not positive.
         """
+        if checks_active():  # skipped inside a validated model's blocks
+            _check_gather_inputs(positions, head_dim, extent)
         grid = self.grid_tables(head_dim, extent, device, dtype)
         factors = grid[positions[..., 0], positions[..., 1]].unsqueeze(1)  # [B, 1, N, 2, Dh]
         return factors[..., 0, :], factors[..., 1, :]
@@ -131,7 +138,19 @@ class RoPE2D(nn.Module):
         cos: Float[Tensor, "B 1 N Dh"],
         signed_sin: Float[Tensor, "B 1 N Dh"],
     ) -> Float[Tensor, "B heads N Dh"]:
-        """Rotate ``tokens`` by factors from [`gather`][spatialmem.layers.RoPE2D.gather]."""
+        """Rotate ``tokens`` by factors from [`gather`][spatialmem.layers.RoPE2D.gather].
+
+        Raises:
+            TypeError: ``tokens`` is not a floating tensor.
+            ValueError: ``tokens`` not 4-D with a head width divisible by 4, or factors not
+                ``[B, 1, N, Dh]`` for those tokens.
+        """
+        if checks_active():
+            _check_rotate_inputs(tokens, cos, signed_sin)
+        return RoPE2D._rotate(tokens, cos, signed_sin)
+
+    @staticmethod
+    def _rotate(tokens: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
         b, h, n, d = tokens.shape
         # Channel j of each half pairs with channel j + Dh/4: swapping the two quarters of each
         # half (one copy; roll is the fastest swap on CPU) turns the rotation into an elementwise
@@ -164,19 +183,52 @@ class RoPE2D(nn.Module):
         cos, signed_sin = self.gather(
             positions, tokens.shape[-1], extent, tokens.device, tokens.dtype
         )
-        return self.rotate(tokens, cos, signed_sin)
+        return self._rotate(tokens, cos, signed_sin)  # tokens and factors agree by construction
 
 
 def _check_rope_inputs(tokens: object, positions: object) -> None:
-    check_tensor("tokens", tokens, ndim=4, floating=True, expected="B heads N Dh")
+    _check_tokens(tokens)
     check_tensor("positions", positions, ndim=3, floating=False, dims={-1: 2}, expected="B N 2")
     assert isinstance(tokens, Tensor) and isinstance(positions, Tensor)
-    if tokens.shape[-1] % 4:
-        raise ValueError(
-            f"`tokens` head width must be divisible by 4 for 2-D RoPE, got {tuple(tokens.shape)}"
-        )
     if positions.shape[0] != tokens.shape[0] or positions.shape[1] != tokens.shape[2]:
         raise ValueError(
             f"`positions` {tuple(positions.shape)} does not match `tokens` "
             f"{tuple(tokens.shape)} (expected [B, N, 2], B and N from tokens [B, heads, N, Dh])"
         )
+
+
+def _check_gather_inputs(positions: object, head_dim: int, extent: int) -> None:
+    check_tensor("positions", positions, ndim=3, floating=False, dims={-1: 2}, expected="B N 2")
+    assert isinstance(positions, Tensor)
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 4 or head_dim % 4:
+        raise ValueError(f"`head_dim` must be a positive multiple of 4, got {head_dim!r}")
+    if isinstance(extent, bool) or not isinstance(extent, int) or extent < 1:
+        raise ValueError(f"`extent` must be a positive int, got {extent!r}")
+    if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= extent):
+        raise ValueError(
+            f"`positions` must lie in [0, {extent}) (`extent`), got values in "
+            f"[{int(positions.min())}, {int(positions.max())}]"
+        )
+
+
+def _check_tokens(tokens: object) -> None:
+    check_tensor("tokens", tokens, ndim=4, floating=True, expected="B heads N Dh")
+    assert isinstance(tokens, Tensor)
+    if tokens.shape[-1] % 4:
+        raise ValueError(
+            f"`tokens` head width must be divisible by 4 for 2-D RoPE, got {tuple(tokens.shape)}"
+        )
+
+
+def _check_rotate_inputs(tokens: object, cos: object, signed_sin: object) -> None:
+    _check_tokens(tokens)
+    assert isinstance(tokens, Tensor)
+    b, _, n, d = tokens.shape
+    for name, factor in (("cos", cos), ("signed_sin", signed_sin)):
+        check_tensor(name, factor, ndim=4, floating=True, expected="B 1 N Dh")
+        assert isinstance(factor, Tensor)
+        if tuple(factor.shape) != (b, 1, n, d):
+            raise ValueError(
+                f"`{name}` must be [B, 1, N, Dh] = {[b, 1, n, d]} for `tokens` "
+                f"{tuple(tokens.shape)}, got {tuple(factor.shape)}"
+            )
