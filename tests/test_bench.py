@@ -56,7 +56,7 @@ def test_one_run_measures_every_figure(results: dict) -> None:
             assert row["peak_gflops_median"] <= row["peak_gflops"]
             assert row["fraction_of_peak_median"] > 0
             assert len(case["matmul_peaks"][name]["round_gflops"]) == 2  # one per round
-            assert row["in_turn_gflops"] > 0 and row["fraction_of_in_turn"] > 0
+            assert row["in_turn_gflops"] > 0
     assert case["square_matmul"]["gflops"] >= case["square_matmul"]["gflops_median"] > 0
     assert rows["optimized"]["max_rel_diff"] <= 1e-5  # exact tier
     assert rows["int8"]["max_rel_diff"] < 0.1  # approximate tier

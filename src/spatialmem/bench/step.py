@@ -292,7 +292,6 @@ def _bench_case(
             row["fraction_of_peak"] = achieved_best / peak
             row["fraction_of_peak_median"] = achieved / peak_median
             row["in_turn_gflops"] = peaks[name]["gflops_in_turn"]
-            row["fraction_of_in_turn"] = achieved_best / peaks[name]["gflops_in_turn"]
             if row["fraction_of_peak"] > 1:
                 logger.warning(
                     "%s: the step ran faster (%.1f GFLOP/s) than the matmul peak measured "
@@ -345,9 +344,12 @@ class _PeakProbe:
     * the **hot** rate: one layer called back to back for about ``seconds`` (its weight stays in
       the caches), the best the machine does on that shape;
     * the **in-turn** rate: every layer of that shape called once, one after the other, as the
-      model runs them (each weight arrives from memory).
+      model runs them.
 
-    A round's peak is its fastest shape.
+    A round's peak is its fastest shape (hot). Its in-turn rate is that of all the variant's
+    linears together: their FLOPs over the time of calling each once, which is what the step's
+    GEMMs cost (the layers of a shape with few of them may still sit in the caches, so no single
+    shape's in-turn rate stands for the model).
     """
 
     def __init__(
@@ -377,9 +379,9 @@ class _PeakProbe:
         sync(self.device)
         return (time.perf_counter() - t0) / (repeat * len(layers))
 
-    def measure(self) -> float:
-        """One round over every shape; returns the round's hot peak GFLOP/s."""
-        peak = in_turn = 0.0
+    def measure(self) -> None:
+        """One round over every shape."""
+        peak = flops = seconds = 0.0
         with torch.inference_mode():
             for key, layers in self.layers.items():
                 x = self.inputs[key]
@@ -390,10 +392,10 @@ class _PeakProbe:
                 self.hot[key] = min(self.hot.get(key, math.inf), hot)
                 self.in_turn[key] = min(self.in_turn.get(key, math.inf), turn)
                 peak = max(peak, self._gflops(key, hot))
-                in_turn = max(in_turn, self._gflops(key, turn))
+                flops += len(layers) * self._gflops(key, 1.0)
+                seconds += len(layers) * turn
         self.round_peaks.append(peak)
-        self.round_in_turn.append(in_turn)
-        return peak
+        self.round_in_turn.append(flops / seconds)
 
     def _gflops(self, key: tuple[int, int, bool], seconds: float) -> float:
         return 2 * self.tokens * key[0] * key[1] / seconds / 1e9
@@ -416,7 +418,7 @@ class _PeakProbe:
             "gflops": top["gflops"],
             "gflops_median": statistics.median(self.round_peaks),
             "round_gflops": self.round_peaks,
-            "gflops_in_turn": max(s["gflops_in_turn"] for s in shapes),
+            "gflops_in_turn": max(self.round_in_turn),
             "round_gflops_in_turn": self.round_in_turn,
             "shape": [top["in"], top["out"]],
             "shapes": shapes,
