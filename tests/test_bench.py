@@ -2,6 +2,7 @@
 command's default and is not part of the test suite), the JSON, the plots and the regenerated
 docs page."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_page_sections_are_regenerated_and_prose_kept(results: dict, tmp_path: P
     page.write_text("# no markers\n")
     with pytest.raises(ValueError, match="generated section 'env'"):
         update_page(page, sections)
+
+
+def test_gpu_runs_show_their_peak_device_memory(results: dict) -> None:
+    """A CPU run has no device memory column; a GPU run (peak_device_bytes set) has one."""
+    from spatialmem.bench.report import render_latency
+
+    assert "peak GPU MiB" not in render_latency(results)
+    gpu = copy.deepcopy(results)
+    for row in gpu["cases"][0]["variants"]:
+        row["peak_device_bytes"] = 3 * 2**30
+    table = render_latency(gpu)
+    assert "peak GPU MiB" in table and "| 3072 |" in table
 
 
 @pytest.mark.usefixtures("without_typecheck")

@@ -3,6 +3,7 @@ within their documented tolerances), the streaming reconstructor uses it, and it
 sync. CUDA tests run only where a GPU is present; the compiled path only with
 ``SPATIALMEM_TEST_COMPILE=1`` (minutes of compilation)."""
 
+import dataclasses
 import os
 import warnings
 
@@ -22,6 +23,7 @@ from spatialmem.optimize import (
 )
 from spatialmem.optimize import cpu as cpu_module
 from spatialmem.optimize.core import would_change
+from spatialmem.optimize.wrappers import map_tensors
 from test_checks_at_door import CPU_FAST_PATH_SYNCS_PER_STEP, count_host_syncs
 
 FP32_TOL = 1e-5
@@ -455,6 +457,62 @@ def test_graphed_call_records_per_signature_and_returns_fresh_outputs() -> None:
     with torch.inference_mode():
         _close(eager(a, 2), a * 2 + 1)  # falls back to eager
         _close(eager(a, 2), a * 2 + 1)
+
+
+class _StructCapture:
+    """CPU stand-in for a CUDA graph whose outputs are any structure of tensors (a memory
+    state): 'replay' runs the call again on the static inputs and copies into the outputs."""
+
+    recorded = 0
+
+    def capture(self, fn):
+        type(self).recorded += 1
+        self.fn, self.out = fn, fn()
+        return self.out
+
+    def replay(self) -> None:
+        for old, new in zip(_tensors(self.out), _tensors(self.fn()), strict=True):
+            if old.data_ptr() != new.data_ptr():
+                old.copy_(new)
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    map_tensors(obj, lambda t: found.append(t) or t)
+    return found
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_graphed_memory_read_and_update_equal_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory's read and update replayed per signature (the state is an input like any
+    tensor) give eager's stream and are recorded once each: the state's signature does not
+    change from step to step. The memory takes its CUDA code path (no host reads of counts),
+    and every frame is written into a small long-term memory, so consolidation runs too."""
+    from spatialmem.memory import spatial_memory
+
+    monkeypatch.setattr(spatial_memory, "_host_checks_ok", lambda t: False)
+    frames = _frames("spann3r_tiny", n=10)
+    eager, graphed = _model("spann3r_tiny"), _model("spann3r_tiny")
+    for model in (eager, graphed):
+        config = dataclasses.replace(model.memory.config, long_mem_tokens=12, sim_thresh=2.0)
+        model.memory.config = config
+    with torch.inference_mode():
+        ref = eager(frames[None], return_memory=True)
+    _StructCapture.recorded = 0
+    for method in ("read", "update"):
+        call = GraphedCall(getattr(graphed.memory, method), method, make_capture=_StructCapture)
+        setattr(graphed.memory, method, call)
+    recon = sm.inference.OnlineReconstructor(graphed, optimize=False)
+    results = recon.run(frames)
+    _close(torch.stack([r.pts3d for r in results]), ref.pts3d[0], 1e-5)
+    assert _StructCapture.recorded == 2  # one read, one update, for the whole stream
+    assert int(recon.state.long_tokens[0]) <= 12 < 9 * 6  # it consolidated
+    graphed.memory.train()
+    with torch.no_grad():  # train mode is another signature: recorded anew, not replayed
+        state = graphed.memory.init_state(1, 6)
+        key = torch.randn(1, 6, state.keys.shape[-1])
+        graphed.memory.update(state, key, key)
+    assert _StructCapture.recorded == 3
 
 
 # ---------------------------------------------------------------------- CUDA

@@ -311,6 +311,17 @@ def test_single_process_context_and_loader() -> None:
     cleanup(ctx)
 
 
+def test_more_processes_than_gpus_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two NCCL processes on one GPU fail inside NCCL with "invalid usage" (seen on a 1-GPU
+    machine); the check before it names the cause."""
+    from spatialmem.training import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"2 processes .* 1 CUDA device"):
+        distributed._check_one_device_per_process(2)
+    distributed._check_one_device_per_process(1)
+
+
 # --------------------------------------------------------------------------- overfitting
 def test_overfits_one_sequence() -> None:
     """The tiny model cuts its normalised point error on one clip by more than 5x."""
@@ -418,7 +429,7 @@ def test_two_process_gradients_equal_the_full_batch(tmp_path: Path) -> None:
 
 
 def _ddp_worker(out_dir: Path) -> None:
-    ctx = init_distributed()
+    ctx = init_distributed(device="cpu")  # a CPU test, also on a machine with one GPU
     assert ctx.distributed and ctx.backend == "gloo"
     model = wrap_ddp(tiny_model(), ctx)
     loader = make_loader(ddp_dataset(), 2, ctx, shuffle=False, collate_fn=collate_clips)
@@ -437,7 +448,8 @@ def _ddp_worker(out_dir: Path) -> None:
     )
     # The real entry point, as `torchrun -m spatialmem.training` runs it; then on 2-frame clips
     # (a pair stage), where the memory parts get no gradient.
-    common = ["spatialmem.training", "--model", "spann3r_tiny", "--batch-size", "1"]
+    common = ["spatialmem.training", "--model", "spann3r_tiny", "--batch-size", "1", "--device"]
+    common += ["cpu"]
     common += ["--num-scenes", "4", "--height", "32", "--width", "32", "--log-every", "1"]
     for frames, steps, name in ((3, 2, "ddp.pt"), (2, 1, "pairs.pt")):
         sys.argv = [*common, "--frames", str(frames), "--steps", str(steps)]

@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, help="alternating rounds (3 quick, 5 full)")
     parser.add_argument(
+        "--steps-per-round",
+        type=int,
+        help="timed steps of each variant per round (2 on CPU, 20 on CUDA, where a step is short)",
+    )
+    parser.add_argument(
         "--frames", type=int, help="frames of the stream run (300 / 10000; 0 skips)"
     )
     parser.add_argument(
@@ -115,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     Raises:
         ValueError: a bad option value (named).
     """
-    for name in ("rounds", "threads"):
+    for name in ("rounds", "steps_per_round", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"argument --{name}: must be a positive integer, got {value}")
@@ -129,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.bf16:
         variants.append("bf16")
     full = bool(args.full)
+    on_cuda = args.device == "cuda"
     return BenchConfig(
         mode="full" if full else "quick",
         model=args.model,
@@ -136,6 +142,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         batches=[1, 8] if full else [1],
         variants=variants,
         rounds=args.rounds or (5 if full else 3),
+        steps_per_round=args.steps_per_round or (20 if on_cuda else 2),
+        warmup_steps=3 if on_cuda else 1,  # the graphs of every block recorded first
         components=not args.no_components,
         stream_frames=(10_000 if full else 300) if args.frames is None else args.frames,
         checkpoint=args.checkpoint,

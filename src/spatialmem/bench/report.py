@@ -87,10 +87,12 @@ def render_latency(results: dict[str, Any]) -> str:
                     "fraction_median": v.get("fraction_of_peak_median"),
                     "in_turn": v.get("in_turn_gflops"),
                     "rss": _mib(v.get("peak_rss_bytes")),
+                    "device": _mib(v.get("peak_device_bytes")),
                     "extra": _mib(v.get("extra_bytes")),
                     "diff": v.get("max_rel_diff"),
                 }
             )
+    on_device = any(r["device"] is not None for r in rows)  # a GPU run: its peak memory too
     table = markdown_table(
         rows,
         [
@@ -109,6 +111,7 @@ def render_latency(results: dict[str, Any]) -> str:
             ("fraction_median", "fraction of peak (median)", ".2f"),
             ("in_turn", "GEMM GFLOP/s, layers in turn", fmt_sig),
             ("rss", "peak RSS MiB", ".0f"),
+            *([("device", "peak GPU MiB (max_memory_allocated)", ".0f")] if on_device else []),
             ("extra", "extra weight MiB", ".0f"),
             ("diff", "max rel. diff vs eager", ".1e"),
         ],

@@ -30,6 +30,7 @@ from spatialmem.bench.measure import (
 from spatialmem.inference import OnlineReconstructor
 from spatialmem.models import Spann3R, create_model
 from spatialmem.optimize import InferenceLinear, optimize_for_inference
+from spatialmem.optimize.wrappers import CudaGraphCapture
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -350,6 +351,9 @@ class _PeakProbe:
     linears together: their FLOPs over the time of calling each once, which is what the step's
     GEMMs cost (the layers of a shape with few of them may still sit in the caches, so no single
     shape's in-turn rate stands for the model).
+
+    On CUDA both are timed as the replay of a recorded CUDA graph of the calls, so the rate is
+    the GPU's, not the host's launch rate (a batch-1 linear takes microseconds on the GPU).
     """
 
     def __init__(
@@ -371,6 +375,8 @@ class _PeakProbe:
         return layer(x)
 
     def _per_call(self, layers: list[nn.Module], x: Tensor, repeat: int) -> float:
+        if self.device.type == "cuda":
+            return self._per_call_graphed(layers, x, repeat)
         sync(self.device)
         t0 = time.perf_counter()
         for _ in range(repeat):
@@ -378,6 +384,26 @@ class _PeakProbe:
                 self._call(layer, x)
         sync(self.device)
         return (time.perf_counter() - t0) / (repeat * len(layers))
+
+    def _per_call_graphed(self, layers: list[nn.Module], x: Tensor, repeat: int) -> float:
+        """The calls recorded as one CUDA graph and timed as its replay (best of 3): the GPU's
+        rate without the host's launch overhead, as the graphed variants run their blocks."""
+
+        def calls() -> None:
+            for _ in range(repeat):
+                for layer in layers:
+                    self._call(layer, x)
+
+        capture = CudaGraphCapture(warmup=1)
+        capture.capture(calls)
+        best = math.inf
+        for _ in range(3):
+            sync(self.device)
+            t0 = time.perf_counter()
+            capture.replay()
+            sync(self.device)
+            best = min(best, time.perf_counter() - t0)
+        return best / (repeat * len(layers))
 
     def measure(self) -> None:
         """One round over every shape."""

@@ -7,7 +7,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from spatialmem.optimize.linear import (
     onednn_linear_available,
 )
 from spatialmem.optimize.wrappers import (
+    GraphedCall,
     autocast_forward,
     compile_forward,
     graph_forward,
@@ -243,8 +244,10 @@ def optimize_for_inference(
       ``mode="reduce-overhead"``, which replays CUDA graphs). The first call of each shape
       compiles (minutes on a small CPU); the spatial memory stays eager.
     * ``"cuda_graph"`` (CUDA): each block is recorded once per input shape as a CUDA graph and
-      replayed (inputs copied into static buffers, outputs cloned); the spatial memory, which
-      holds no host syncs on CUDA, runs eagerly between the blocks.
+      replayed (inputs copied into static buffers, outputs cloned), and so are the spatial
+      memory's ``read`` and ``update`` (its state has a fixed shape and no host syncs on CUDA).
+      A subclass of ``SpatialMemory`` stays eager between the blocks: its policies may decide
+      on the host, which a recorded graph would freeze.
 
     **Precision** (``dtype``):
 
@@ -518,7 +521,33 @@ def _wrap_blocks(
         if "cuda_graph" in wrappers:
             wrap_forward(block, graph_forward(name or type(block).__name__, pool))
         plan.blocks.append(name or type(block).__name__)
+    if "cuda_graph" in wrappers:
+        plan.blocks.extend(_graph_memory(model, pool))
     plan.wrappers = wrappers
+
+
+_GRAPHED_MEMORY_METHODS = ("read", "update")
+
+
+def _graph_memory(model: nn.Module, pool: Any) -> list[str]:
+    """Record the spatial memory's read and update as CUDA graphs too (its state has a fixed
+    shape and its policies no host syncs on CUDA); returns the names of the graphed methods.
+
+    Only the library's own ``SpatialMemory`` is graphed: a subclass's policy may decide on the
+    host (a Python counter, a schedule), which a recorded graph would freeze, so subclasses stay
+    eager between the graphed blocks."""
+    from spatialmem.memory import SpatialMemory
+    from spatialmem.models import Spann3R
+
+    if not isinstance(model, Spann3R) or type(model.memory) is not SpatialMemory:
+        return []
+    names = []
+    for method in _GRAPHED_MEMORY_METHODS:
+        name = f"memory.{method}"
+        # an instance attribute shadows the class's method; the original stays reachable
+        setattr(model.memory, method, GraphedCall(getattr(model.memory, method), name, pool=pool))
+        names.append(name)
+    return names
 
 
 def clear_decisions() -> None:

@@ -4,6 +4,7 @@ A wrapper replaces a block's ``forward`` on the instance (the block keeps its cl
 attributes and its parameters), so the model's own code calls it as before.
 """
 
+import dataclasses
 import functools
 import logging
 import warnings
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from spatialmem._checks import internal_calls
+from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = ["GraphedCall", "autocast_forward", "compile_forward", "map_tensors", "wrap_forward"]
 
@@ -174,6 +176,9 @@ def _flatten(obj: Any, leaves: list[Tensor]) -> Any:
         return (type(obj).__name__, tuple(_flatten(v, leaves) for v in obj))
     if isinstance(obj, dict):
         return ("dict", tuple((k, _flatten(v, leaves)) for k, v in sorted(obj.items())))
+    if isinstance(obj, TensorDataclass):  # e.g. a memory state: its tensors are inputs too
+        fields = dataclasses.fields(obj)
+        return (type(obj), tuple((f.name, _flatten(getattr(obj, f.name), leaves)) for f in fields))
     return ("V", obj if isinstance(obj, int | float | str | bool | type(None)) else repr(obj))
 
 
@@ -186,6 +191,9 @@ def _rebuild(obj: Any, it: Iterator[Tensor]) -> Any:
         return tuple(_rebuild(v, it) for v in obj)
     if isinstance(obj, dict):
         return {k: _rebuild(v, it) for k, v in sorted(obj.items())}
+    if isinstance(obj, TensorDataclass):
+        fields = dataclasses.fields(obj)
+        return obj.replace(**{f.name: _rebuild(getattr(obj, f.name), it) for f in fields})
     return obj
 
 
@@ -193,7 +201,9 @@ class GraphedCall:
     """Replays a recorded graph of a fixed-shape call; records one per input signature.
 
     The first call with a new signature (shapes, dtypes, devices, non-tensor arguments, autograd
-    mode) copies the inputs into static buffers and records the call there (its checks off, as
+    mode, the train/eval mode of the module whose method ``fn`` is; tensors inside
+    [`TensorDataclass`][spatialmem.tensor_dataclass.TensorDataclass] arguments count as inputs)
+    copies the inputs into static buffers and records the call there (its checks off, as
     inside the model); later calls copy the inputs in, replay, and return clones of the static
     outputs (the caller may keep them across calls). Calls with autograd on, or whose recording
     failed, run eagerly.
@@ -220,7 +230,11 @@ class GraphedCall:
         if torch.is_grad_enabled():
             return self.fn(*args, **kwargs)
         leaves: list[Tensor] = []
-        key = (_flatten((args, kwargs), leaves), torch.is_inference_mode_enabled())
+        # A module's train/eval mode changes what its forward records (dropout, the memory's
+        # eval-only working-memory bookkeeping), so it is part of the signature.
+        owner = getattr(self.fn, "__self__", None)
+        mode = owner.training if isinstance(owner, nn.Module) else None
+        key = (_flatten((args, kwargs), leaves), torch.is_inference_mode_enabled(), mode)
         entry = self.entries.get(key, _MISSING)
         if entry is _MISSING:
             entry = self.entries[key] = self._record(args, kwargs, leaves)

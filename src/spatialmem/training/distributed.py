@@ -85,6 +85,17 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def _check_one_device_per_process(local_world_size: int) -> None:
+    """NCCL refuses two processes on one GPU with a bare "invalid usage"; say why instead."""
+    devices = torch.cuda.device_count()
+    if local_world_size > devices:
+        raise ValueError(
+            f"torchrun started {local_world_size} processes on this machine (LOCAL_WORLD_SIZE) "
+            f"but it has {devices} CUDA device(s), and NCCL needs one device per process: start "
+            f"at most {devices} (--nproc_per_node), or train on the CPU (--device cpu, gloo)"
+        )
+
+
 def init_distributed(
     backend: str | None = None,
     device: torch.device | str | None = None,
@@ -108,7 +119,8 @@ def init_distributed(
         process.
 
     Raises:
-        ValueError: malformed rank variables, or ``nccl`` without CUDA.
+        ValueError: malformed rank variables, ``nccl`` without CUDA, or more processes on
+            this machine than CUDA devices with ``nccl`` (NCCL needs one device per process).
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -130,6 +142,8 @@ def init_distributed(
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if backend == "nccl" and device.type != "cuda":
         raise ValueError(f"backend 'nccl' needs a CUDA device, got device {device}")
+    if backend == "nccl" and not dist.is_initialized():
+        _check_one_device_per_process(_env_int("LOCAL_WORLD_SIZE", 1))
     owns = False
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
