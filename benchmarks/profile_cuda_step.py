@@ -2,9 +2,10 @@
 
 Times, in alternating rounds of one run, the streaming step with ``backend="cuda_graph"`` in
 bf16 and float32, each with the spatial memory graphed (the default) and eager between the
-graphed blocks; then how long the host takes to queue a step against how long the step takes;
-then a ``torch.profiler`` table of the bf16 step's kernels. The figures in the performance
-guide's GPU section come from this script::
+graphed blocks, and bf16 with its weights cast by autocast on every call instead of once. Then
+how long the host takes to queue a step against how long the step takes, and a
+``torch.profiler`` table of the bf16 step's kernels. The figures in the performance guide's GPU
+section come from this script::
 
     python benchmarks/profile_cuda_step.py
 """
@@ -47,6 +48,14 @@ def main() -> None:
         for method in ("read", "update"):
             delattr(eager_memory.memory, method)  # the class's eager methods again
         nets[f"{name} graphs, memory eager"] = eager_memory
+        if dtype == torch.bfloat16:  # the float32 weights back: autocast casts them per call
+            per_call = optimize_for_inference(
+                model, dtype=dtype, backend="cuda_graph", tokens=tokens
+            )
+            for layer_name in per_call.inference_plan.cast:
+                layer, source = per_call.get_submodule(layer_name), model.get_submodule(layer_name)
+                layer.weight, layer.bias = source.weight, source.bias
+            nets[f"{name} graphs + memory, weights cast per call"] = per_call
     recons = {k: sm.inference.OnlineReconstructor(v, optimize=False) for k, v in nets.items()}
     position = dict.fromkeys(recons, 0)
 

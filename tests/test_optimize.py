@@ -23,7 +23,7 @@ from spatialmem.optimize import (
 )
 from spatialmem.optimize import cpu as cpu_module
 from spatialmem.optimize.core import would_change
-from spatialmem.optimize.wrappers import map_tensors
+from spatialmem.optimize.wrappers import autocast_forward, map_tensors, wrap_forward
 from test_checks_at_door import CPU_FAST_PATH_SYNCS_PER_STEP, count_host_syncs
 
 FP32_TOL = 1e-5
@@ -272,6 +272,42 @@ def test_bf16_warns_once_on_cpus_without_bf16_and_stays_within_tolerance(
     assert _relative_error(out.pts3d, ref.pts3d) < BF16_TOL
     results = sm.inference.OnlineReconstructor(fast).run(frames[0])
     assert _relative_error(torch.stack([r.pts3d for r in results]), ref.pts3d[0]) < BF16_TOL
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_bf16_weights_cast_once_give_autocasts_outputs_bit_for_bit() -> None:
+    """The linears of the autocast blocks hold bf16 weights (no cast kernel per call); autocast
+    over the float32 weights computes exactly the same numbers. The heads, the original model
+    and its parameters are untouched, and the plan tracks the cast layers' sources."""
+    from spatialmem.optimize import core
+
+    model = _model("spann3r_small_synthetic")  # linear heads: they must stay float32
+    frames = _frames("spann3r_small_synthetic", n=3)[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bf16 emulated on this CPU
+        fast = optimize_for_inference(model, dtype=torch.bfloat16, backend="eager")
+    plan = fast.inference_plan
+    linears = [n for n, m in fast.named_modules() if type(m) is nn.Linear]
+    heads = [n for n in linears if n.startswith(("dust3r.head1.", "dust3r.head2."))]
+    assert heads and sorted(plan.cast) == sorted(set(linears) - set(heads))
+    assert all(fast.get_submodule(n).weight.dtype == torch.bfloat16 for n in plan.cast)
+    assert all(fast.get_submodule(n).weight.dtype == torch.float32 for n in heads)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert "cast to bfloat16 once" in plan.summary()
+
+    autocast_only = core._shared_copy(model)  # the same blocks under autocast, weights float32
+    for name, block in core._blocks(autocast_only):
+        if not core._is_head(name):
+            wrap_forward(block, autocast_forward("cpu", torch.bfloat16, torch.float32))
+    with torch.inference_mode():
+        want = autocast_only(frames).pts3d
+        got = fast(frames).pts3d
+    assert torch.equal(got, want)
+
+    assert plan.is_current(model)
+    with torch.no_grad():
+        model.get_parameter(f"{plan.cast[0]}.bias").add_(1.0)
+    assert not plan.is_current(model)  # a cast layer's source changed
 
 
 @pytest.mark.usefixtures("without_typecheck")

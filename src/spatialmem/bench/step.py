@@ -128,10 +128,13 @@ def _extra_bytes(net: nn.Module) -> int:
         elif isinstance(m, DynamicQuantizedLinear):  # an int8 copy of the weight
             total += m.in_features * m.out_features
     plan = getattr(net, "inference_plan", None)
-    if plan is not None and not plan.inplace:  # convolution weights laid out anew
+    if plan is not None and not plan.inplace:  # convolution weights laid out anew, cast linears
         for name in plan.convs:
             w = net.get_submodule(name).weight
             total += w.numel() * w.element_size()
+        for name in plan.cast:
+            layer = net.get_submodule(name)
+            total += sum(p.numel() * p.element_size() for p in layer.parameters(recurse=False))
     return total
 
 

@@ -89,6 +89,9 @@ class InferencePlan:
     convs: list[str] = field(default_factory=list)
     """Convolutions of the DPT heads whose weight was laid out channels-last once (CPU): their
     inputs are channels-last, so eager would reorder the weight on every call."""
+    cast: list[str] = field(default_factory=list)
+    """Linear layers of the autocast blocks whose weight and bias were cast to ``dtype`` once
+    (bf16/fp16): autocast would cast them again on every call, one extra kernel each."""
     wrappers: list[str] = field(default_factory=list)
     """The wrappers applied to every block, innermost first (``"autocast"``, ``"inductor"``,
     ``"cuda_graph"``)."""
@@ -135,8 +138,10 @@ class InferencePlan:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items())) or "no layer"
         wrap = f", blocks {'+'.join(self.wrappers)}" if self.wrappers else ""
         convs = f", {len(self.convs)} convs channels-last" if self.convs else ""
+        cast = f", {len(self.cast)} cast to {dtype} once" if self.cast else ""
         return (
-            f"{dtype}, backend {self.backend}: linears {counts}{convs}{wrap} ({self.seconds:.1f} s)"
+            f"{dtype}, backend {self.backend}: linears {counts}{cast}{convs}{wrap} "
+            f"({self.seconds:.1f} s)"
         )
 
 
@@ -253,7 +258,9 @@ def optimize_for_inference(
 
     * ``None`` / ``torch.float32``: exact; outputs equal eager within 1e-5.
     * ``torch.bfloat16``: the blocks run under bf16 autocast and hand float32 tensors to the
-      memory; the heads stay in float32 (as published). On a CPU without bf16 instructions a
+      memory; the weights of their plain linears are cast to bf16 once (the same numbers as
+      autocast's cast on every call, without its kernel; listed in ``InferencePlan.cast``);
+      the heads stay in float32 (as published). On a CPU without bf16 instructions a
       warning says that this is about 5x slower than float32 (it still runs). Tolerance: points
       within 5e-2 relative to their scale (see the performance guide).
     * ``torch.float16``: CUDA only, as bf16.
@@ -353,12 +360,15 @@ def optimize_for_inference(
             _convert_linears(target, plan)
         if _relays_convs(device, backend):
             _channels_last_convs(target, plan)
+        if dtype in (torch.bfloat16, torch.float16):
+            _cast_block_linears(target, plan, dtype)
         _wrap_blocks(target, plan, dtype, backend, device)
     target.eval()
     plan.seconds = time.perf_counter() - start
     if not inplace:  # the copy goes stale when these change in `model`
         converted = {f"{c.name}.weight" for c in plan.layers if c.impl != "aten"}
         converted |= {f"{name}.weight" for name in plan.convs}
+        converted |= {f"{name}.{p}" for name in plan.cast for p in ("weight", "bias")}
         every = backend in ("inductor", "cuda_graph")  # they bake in every weight's storage
         plan._sources = [
             (name, p, p._version, p.data_ptr())
@@ -474,6 +484,33 @@ def _channels_last_convs(model: nn.Module, plan: InferencePlan) -> None:
         else:  # the copy gets its own tensor; ``model``'s parameter is left alone
             conv.weight = nn.Parameter(laid_out, requires_grad=weight.requires_grad)
         plan.convs.append(name)
+
+
+def _cast_block_linears(model: nn.Module, plan: InferencePlan, dtype: torch.dtype) -> None:
+    """Cast the weight and bias of every plain ``nn.Linear`` in the blocks that will run under
+    autocast (all but the heads) to ``dtype`` once.
+
+    Autocast casts a float32 weight on every call, the same rounding each time; a weight that
+    already has the compute dtype passes through, so the outputs are bit-identical and a step
+    runs one cast kernel (a read of the float32 weight) fewer per weight and bias. The layers
+    get new parameters: a copy leaves ``model``'s original ones alone. Only the library's
+    models are cast: another module may use a weight outside a linear, where autocast would
+    have computed with the float32 value."""
+    blocks = _blocks(model)
+    if blocks == [("", model)]:
+        return
+    for block_name, block in blocks:
+        if _is_head(block_name):
+            continue
+        for name, layer in block.named_modules():
+            if type(layer) is not nn.Linear:
+                continue
+            for attr in ("weight", "bias"):
+                param = getattr(layer, attr)
+                if param is not None and param.dtype != dtype:
+                    cast = param.detach().to(dtype)
+                    setattr(layer, attr, nn.Parameter(cast, requires_grad=param.requires_grad))
+            plan.cast.append(".".join(p for p in (block_name, name) if p))
 
 
 def _shape(layer: nn.Module) -> tuple[int, int]:
