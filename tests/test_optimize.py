@@ -23,7 +23,12 @@ from spatialmem.optimize import (
 )
 from spatialmem.optimize import cpu as cpu_module
 from spatialmem.optimize.core import would_change
-from spatialmem.optimize.wrappers import autocast_forward, map_tensors, wrap_forward
+from spatialmem.optimize.wrappers import (
+    autocast_forward,
+    graph_forward,
+    map_tensors,
+    wrap_forward,
+)
 from test_checks_at_door import CPU_FAST_PATH_SYNCS_PER_STEP, count_host_syncs
 
 FP32_TOL = 1e-5
@@ -493,6 +498,24 @@ def test_graphed_call_records_per_signature_and_returns_fresh_outputs() -> None:
     with torch.inference_mode():
         _close(eager(a, 2), a * 2 + 1)  # falls back to eager
         _close(eager(a, 2), a * 2 + 1)
+
+
+def test_a_graphed_block_records_anew_when_its_mode_changes() -> None:
+    """The module is found beneath the autocast wrapper, and its train/eval mode is part of the
+    signature: dropout recorded in eval mode is not replayed in train mode."""
+    block = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)).eval()
+    wrap_forward(block, autocast_forward("cpu", torch.bfloat16, torch.float32))
+    wrap_forward(block, graph_forward("block", make_capture=_FakeCapture))
+    assert block.forward.graphed_call.owner is block
+    _FakeCapture.recorded = 0
+    x = torch.randn(2, 3)
+    with torch.inference_mode():
+        block(x)
+        block(x)
+        assert _FakeCapture.recorded == 1
+        block.train()
+        block(x)
+        assert _FakeCapture.recorded == 2
 
 
 def test_auto_records_cuda_graphs_for_spann3r_on_cuda_only() -> None:

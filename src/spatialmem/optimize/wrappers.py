@@ -6,6 +6,7 @@ attributes and its parameters), so the model's own code calls it as before.
 
 import dataclasses
 import functools
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -225,6 +226,11 @@ class GraphedCall:
         self.fn, self.name = fn, name
         self.make_capture = make_capture or (lambda: CudaGraphCapture(pool))
         self.entries: dict[Any, Any] = {}
+        # The module whose method ``fn`` is, also beneath other wrappers (autocast), which
+        # wrap_forward links through ``__wrapped__``.
+        bound = inspect.unwrap(fn, stop=lambda f: hasattr(f, "__self__"))
+        owner = getattr(bound, "__self__", None)
+        self.owner = owner if isinstance(owner, nn.Module) else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if torch.is_grad_enabled():
@@ -232,8 +238,7 @@ class GraphedCall:
         leaves: list[Tensor] = []
         # A module's train/eval mode changes what its forward records (dropout, the memory's
         # eval-only working-memory bookkeeping), so it is part of the signature.
-        owner = getattr(self.fn, "__self__", None)
-        mode = owner.training if isinstance(owner, nn.Module) else None
+        mode = None if self.owner is None else self.owner.training
         key = (_flatten((args, kwargs), leaves), torch.is_inference_mode_enabled(), mode)
         entry = self.entries.get(key, _MISSING)
         if entry is _MISSING:
