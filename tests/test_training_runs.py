@@ -71,7 +71,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Pa
 
 
 def _rows_without_time(csv_path: Path) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(csv_path)]
+    timings = ("seconds", "data_seconds")
+    return [{k: v for k, v in row.items() if k not in timings} for row in read_metrics(csv_path)]
 
 
 # --------------------------------------------------------------------------- run directory
@@ -88,6 +89,7 @@ def test_run_directory_files(reference: tuple[TrainResult, Path]) -> None:
         assert float(row["lr"]) == pytest.approx(stats.lr, rel=1e-6)
         assert float(row["alpha"]) == pytest.approx(0.4)
         assert float(row["seconds"]) >= 0
+        assert 0 <= float(row["data_seconds"]) <= float(row["seconds"])
     seconds = [float(r["seconds"]) for r in rows]
     assert seconds == sorted(seconds)
     png = (run_dir / "loss.png").read_bytes()

@@ -43,12 +43,15 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "scale_loss",
     "grad_norm",
     "seconds",
+    "data_seconds",
     "val_loss",
     "val_error",
 )
 """Columns of ``metrics.csv``: optimiser step (1-based), epoch (0-based), learning rate and
 confidence weight of the step, training loss and its confidence and scale parts, gradient norm
-before clipping, seconds since the run started (resumed runs continue the count), and where
+before clipping, seconds since the run started (resumed runs continue the count), seconds the
+step waited for its batches from the data loader (the step is data-bound when this is most of
+the time between two rows), and where
 validation ran the validation loss and the validation error (per-pixel error after one Sim(3) per
 clip, as a fraction of the scene's diameter:
 [`aligned_point_error`][spatialmem.metrics.aligned_point_error]; it measures registration, which

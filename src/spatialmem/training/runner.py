@@ -326,6 +326,7 @@ class _Run:
         self.val_batches = val_batches
         self.started = time.perf_counter() - elapsed
         self.micro: list[StepStats] = []  # micro-batches of the current accumulation cycle
+        self.data_wait = 0.0  # seconds waited for the data loader since the last optimiser step
         self.saved_step = -1
         self.dir = None if config.run_dir is None else Path(config.run_dir)
         self.csv: MetricsCSV | None = None
@@ -361,8 +362,12 @@ class _Run:
             if val_error < self.best_error:
                 self.best_error = val_error
                 self.save_best(epoch, val_error)
+        data_wait, self.data_wait = self.data_wait, 0.0
         if done % config.log_every == 0 or done == config.steps or val_loss is not None:
-            _log(stats, (loss, conf, scale), done, config.steps, epoch, self.criterion.alpha)
+            _log(
+                stats, (loss, conf, scale), done, config.steps, epoch, self.criterion.alpha,
+                data_wait,
+            )  # fmt: skip
             if val_loss is not None:
                 logger.info(
                     "step %d/%d: validation loss %.4f, error after Sim(3) %.2f%% of the diameter",
@@ -382,6 +387,7 @@ class _Run:
                 scale_loss=scale,
                 grad_norm=stats.grad_norm,
                 seconds=round(self.elapsed, 3),
+                data_seconds=round(data_wait, 4),
                 val_loss=val_loss,
                 val_error=val_error,
             )
@@ -479,7 +485,13 @@ def _run_epochs(
         loader.sampler.set_epoch(epoch, start=start)  # type: ignore[union-attr, call-arg]
         dataset.set_epoch(epoch)
         run.criterion.alpha = alpha_schedule(epoch, num_epochs, config.alpha, config.alpha_end)
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            run.data_wait += time.perf_counter() - waited
             last = epoch
             batch = _augment(batch, config, step.micro_steps, run.ctx.rank)
             if run.after_micro_batch(step(batch), epoch):
@@ -617,10 +629,12 @@ def _log(
     total: int,
     epoch: int,
     alpha: float,
+    data_wait: float,
 ) -> None:
     loss, conf, scale = losses
     logger.info(
-        "step %d/%d epoch %d: loss %.4f (conf %.4f, scale %.4f) grad_norm %.3f lr %.3g alpha %.3f",
+        "step %d/%d epoch %d: loss %.4f (conf %.4f, scale %.4f) grad_norm %.3f lr %.3g alpha %.3f"
+        " (waited %.3f s for data)",
         done,
         total,
         epoch,
@@ -630,4 +644,5 @@ def _log(
         stats.grad_norm if stats.grad_norm is not None else float("nan"),
         stats.lr,
         alpha,
+        data_wait,
     )
