@@ -314,6 +314,14 @@ def test_bf16_weights_cast_once_give_autocasts_outputs_bit_for_bit() -> None:
         model.get_parameter(f"{plan.cast[0]}.bias").add_(1.0)
     assert not plan.is_current(model)  # a cast layer's source changed
 
+    with warnings.catch_warnings():  # in place: the model's weights (its checkpoints) stay fp32
+        warnings.simplefilter("ignore", RuntimeWarning)
+        same = optimize_for_inference(model, dtype=torch.bfloat16, backend="eager", inplace=True)
+    assert same is model and not same.inference_plan.cast
+    assert all(
+        p.dtype == torch.float32 for p in model.state_dict().values() if p.is_floating_point()
+    )
+
 
 @pytest.mark.usefixtures("without_typecheck")
 def test_int8_tier_is_approximate_and_leaves_heads_in_fp32() -> None:

@@ -260,8 +260,9 @@ def optimize_for_inference(
 
     * ``None`` / ``torch.float32``: exact; outputs equal eager within 1e-5.
     * ``torch.bfloat16``: the blocks run under bf16 autocast and hand float32 tensors to the
-      memory; the weights of their plain linears are cast to bf16 once (the same numbers as
-      autocast's cast on every call, without its kernel; listed in ``InferencePlan.cast``);
+      memory; in a copy (not ``inplace``) the weights of their plain linears are cast to bf16
+      once (the same numbers as autocast's cast on every call, without its kernel; listed in
+      ``InferencePlan.cast``; in place the model keeps its float32 weights and checkpoints);
       the heads stay in float32 (as published). On a CPU without bf16 instructions a
       warning says that this is about 5x slower than float32 (it still runs). Tolerance: points
       within 5e-2 relative to their scale (see the performance guide).
@@ -362,7 +363,8 @@ def optimize_for_inference(
             _convert_linears(target, plan)
         if _relays_convs(device, backend):
             _channels_last_convs(target, plan)
-        if dtype in (torch.bfloat16, torch.float16):
+        if dtype in (torch.bfloat16, torch.float16) and not inplace:
+            # in place, the model's own float32 weights (its checkpoints) stay as they are
             _cast_block_linears(target, plan, dtype)
         _wrap_blocks(target, plan, dtype, _blocks_backend(model, backend, device), device)
     target.eval()
