@@ -18,6 +18,7 @@ import torch
 
 import spatialmem as sm
 from spatialmem.optimize import optimize_for_inference
+from spatialmem.optimize.core import _GRAPHED_MEMORY_METHODS
 
 
 def main() -> None:
@@ -39,19 +40,17 @@ def main() -> None:
     tokens = (args.size[0] // patch) * (args.size[1] // patch)
     nets = {}
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-        nets[f"{name} graphs + memory"] = optimize_for_inference(
-            model, dtype=dtype, backend="cuda_graph", tokens=tokens
-        )
-        eager_memory = optimize_for_inference(
-            model, dtype=dtype, backend="cuda_graph", tokens=tokens
-        )
-        for method in ("read", "update"):
+
+        def graphed(dtype: torch.dtype = dtype) -> torch.nn.Module:
+            return optimize_for_inference(model, dtype=dtype, backend="cuda_graph", tokens=tokens)
+
+        nets[f"{name} graphs + memory"] = graphed()
+        eager_memory = graphed()
+        for method in _GRAPHED_MEMORY_METHODS:
             delattr(eager_memory.memory, method)  # the class's eager methods again
         nets[f"{name} graphs, memory eager"] = eager_memory
         if dtype == torch.bfloat16:  # the float32 weights back: autocast casts them per call
-            per_call = optimize_for_inference(
-                model, dtype=dtype, backend="cuda_graph", tokens=tokens
-            )
+            per_call = graphed()
             for layer_name in per_call.inference_plan.cast:
                 layer, source = per_call.get_submodule(layer_name), model.get_submodule(layer_name)
                 layer.weight, layer.bias = source.weight, source.bias

@@ -355,6 +355,7 @@ def optimize_for_inference(
     if dtype == torch.bfloat16 and cpu is not None:
         warn_bf16_emulated(cpu)
     plan = _decide(model, dtype, backend, device, inplace, cpu, tokens or DEFAULT_TOKENS)
+    blocks_backend = _blocks_backend(model, backend, device)
     target = model if inplace else _shared_copy(model)
     with torch.no_grad():
         if dtype == torch.qint8:
@@ -366,15 +367,14 @@ def optimize_for_inference(
         if dtype in (torch.bfloat16, torch.float16) and not inplace:
             # in place, the model's own float32 weights (its checkpoints) stay as they are
             _cast_block_linears(target, plan, dtype)
-        _wrap_blocks(target, plan, dtype, _blocks_backend(model, backend, device), device)
+        _wrap_blocks(target, plan, dtype, blocks_backend, device)
     target.eval()
     plan.seconds = time.perf_counter() - start
     if not inplace:  # the copy goes stale when these change in `model`
         converted = {f"{c.name}.weight" for c in plan.layers if c.impl != "aten"}
         converted |= {f"{name}.weight" for name in plan.convs}
         converted |= {f"{name}.{p}" for name in plan.cast for p in ("weight", "bias")}
-        # compiled and recorded blocks bake in every weight's storage
-        every = _blocks_backend(model, backend, device) in ("inductor", "cuda_graph")
+        every = blocks_backend in _RECORDED_BACKENDS  # they bake in every weight's storage
         plan._sources = [
             (name, p, p._version, p.data_ptr())
             for name, p in model.named_parameters()
@@ -424,10 +424,7 @@ def would_change(
     arguments would change anything (decided, and measured, without copying ``model``)."""
     device, _ = _model_device_dtype(model)
     dtype = torch.float32 if dtype is None else dtype
-    if dtype != torch.float32 or _blocks_backend(model, backend, device) in (
-        "inductor",
-        "cuda_graph",
-    ):
+    if dtype != torch.float32 or _blocks_backend(model, backend, device) in _RECORDED_BACKENDS:
         return True
     if _relays_convs(device, backend) and _convs_to_relay(model):
         return True
@@ -454,6 +451,10 @@ def _convert_linears(model: nn.Module, plan: InferencePlan) -> None:
         setattr(parent, attr, new)
         if gelu is not None and choice.activation == "gelu":
             parent.act = nn.Identity()
+
+
+_RECORDED_BACKENDS = ("inductor", "cuda_graph")
+"""Backends that compile or record the blocks (every weight's storage is baked in)."""
 
 
 def _blocks_backend(model: nn.Module, backend: str, device: torch.device) -> str:

@@ -142,12 +142,11 @@ def init_distributed(
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if backend == "nccl" and device.type != "cuda":
         raise ValueError(f"backend 'nccl' needs a CUDA device, got device {device}")
-    if backend == "nccl" and not dist.is_initialized():
-        _check_one_device_per_process(_env_int("LOCAL_WORLD_SIZE", 1))
     owns = False
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
         if backend == "nccl":
+            _check_one_device_per_process(_env_int("LOCAL_WORLD_SIZE", 1))
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
         owns = True
