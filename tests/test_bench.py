@@ -140,6 +140,7 @@ def test_cli_bench_writes_json_plots_and_page(
     ("argv", "message"),
     [
         (["bench", "--rounds", "0"], "argument --rounds"),
+        (["bench", "--steps-per-round", "0"], "argument --steps-per-round"),
         (["bench", "--frames", "-1"], "argument --frames"),
         (["bench", "--page", "missing/page.md"], "argument --page"),
         (["bench", "--from-json", "missing.json", "--no-page"], "argument --from-json"),

@@ -123,7 +123,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for name in ("rounds", "steps_per_round", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"argument --{name}: must be a positive integer, got {value}")
+            option = name.replace("_", "-")
+            raise ValueError(f"argument --{option}: must be a positive integer, got {value}")
     if args.frames is not None and args.frames < 0:
         raise ValueError(f"argument --frames: must be >= 0, got {args.frames}")
     if args.device == "cuda" and not torch.cuda.is_available():
