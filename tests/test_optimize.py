@@ -131,6 +131,17 @@ def test_copy_leaves_the_model_alone_and_shares_its_tensors() -> None:
     assert not fast.training
 
 
+@pytest.fixture
+def conv_layout_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channels-last layout of the DPT heads measures faster (it is timed otherwise)."""
+    from spatialmem.optimize import convs
+
+    monkeypatch.setattr(
+        convs, "choose_conv_layout", lambda head, **kw: (True, {"plain": 2.0, "channels_last": 1.0})
+    )
+
+
+@pytest.mark.usefixtures("conv_layout_pays")
 def test_dpt_convolutions_laid_out_channels_last_once() -> None:
     model = _model("spann3r_tiny")
     conv = model.dust3r.head1.refinenet[0].res_unit1.conv1
@@ -138,10 +149,14 @@ def test_dpt_convolutions_laid_out_channels_last_once() -> None:
     fast = optimize_for_inference(model)
     plan = fast.inference_plan
     assert "dust3r.head1.refinenet.0.res_unit1.conv1" in plan.convs and plan.changed
+    assert plan.conv_seconds == {"dust3r.head1": {"plain": 2.0, "channels_last": 1.0}}
+    # a stream runs head2 only for its last frame: its weights are not worth a copy
+    assert not any(name.startswith("dust3r.head2.") for name in plan.convs)
     fast_conv = fast.get_submodule("dust3r.head1.refinenet.0.res_unit1.conv1")
     assert fast_conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous(memory_format=torch.channels_last)  # model untouched
     assert torch.equal(fast_conv.weight, conv.weight)
+    assert fast.dust3r.head2.head[0].weight is model.dust3r.head2.head[0].weight  # shared
     assert plan.is_current(model)
     with torch.no_grad():
         conv.weight.mul_(2.0)  # the copy's laid-out weight is now stale
@@ -155,9 +170,53 @@ def test_dpt_convolutions_laid_out_channels_last_once() -> None:
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
     # the eager backend changes nothing
     assert not optimize_for_inference(model, backend="eager").inference_plan.convs
+    # a pair model runs both of its heads on every call
+    pair = sm.create_model("dust3r_tiny_dpt").eval()
+    heads = {name.split(".")[0] for name in optimize_for_inference(pair).inference_plan.convs}
+    assert heads == {"head1", "head2"}
 
 
 @pytest.mark.usefixtures("without_typecheck")
+def test_conv_layout_not_kept_where_it_does_not_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spatialmem.optimize import convs, core
+
+    monkeypatch.setattr(core, "choose_linear_impl", lambda layer, **kw: ("aten", {}))
+    level = {"plain": 1.0, "channels_last": 0.8}  # the best calls: 20 % faster
+    timing = [0.95]  # the median ratio: 5 % faster, under the margin
+    monkeypatch.setattr(convs, "_time_pairs", lambda *a, **kw: (dict(level), timing[0]))
+    monkeypatch.setattr(convs, "_decisions", {})
+    model = _model("spann3r_tiny")
+    plan = optimize_for_inference(model, tokens=6).inference_plan
+    assert not plan.convs and not plan.changed
+    assert plan.conv_seconds == {"dust3r.head1": level}
+    assert not would_change(model, tokens=6)
+    recon = sm.inference.OnlineReconstructor(model)
+    recon.run(_frames("spann3r_tiny", n=2))
+    assert recon._net is model  # nothing pays: the stream runs the model itself, no copy
+    timing[0] = 0.85  # 15 % faster, on a head shape not decided yet
+    pays, seconds = convs.choose_conv_layout(model.dust3r.head1, tokens=12)
+    assert pays and seconds == level
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_choose_conv_layout_times_the_head_without_changing_it() -> None:
+    from spatialmem.optimize import clear_decisions, convs
+
+    head = _model("spann3r_tiny").dust3r.head1
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    clear_decisions()
+    pays, seconds = convs.choose_conv_layout(head, tokens=6, budget_s=0.05)
+    assert set(seconds) == {"plain", "channels_last"} and all(t > 0 for t in seconds.values())
+    assert isinstance(pays, bool)
+    assert convs.choose_conv_layout(head, tokens=6) == (pays, seconds)  # cached
+    for name, value in head.state_dict().items():
+        assert torch.equal(value, before[name]), name
+        assert value.is_contiguous(), name  # no layout left behind
+    clear_decisions()
+    assert not convs._decisions
+
+
+@pytest.mark.usefixtures("without_typecheck", "conv_layout_pays")
 def test_reconstructor_relays_convs_even_when_every_linear_stays_eager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,6 +5,7 @@ int8 approximate tier), and [`cpu_features`][spatialmem.optimize.cpu_features] s
 can do. The guide is the *Performance* page of the documentation.
 """
 
+from spatialmem.optimize.convs import choose_conv_layout
 from spatialmem.optimize.core import (
     BACKENDS,
     InferencePlan,
@@ -24,6 +25,7 @@ __all__ = [
     "InferenceLinear",
     "InferencePlan",
     "LayerChoice",
+    "choose_conv_layout",
     "choose_linear_impl",
     "clear_decisions",
     "cpu_features",

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
+from spatialmem.optimize import convs
 from spatialmem.optimize.cpu import CpuFeatures, cpu_features, warn_bf16_emulated
 from spatialmem.optimize.linear import (
     InferenceLinear,
@@ -88,7 +89,11 @@ class InferencePlan:
     """Blocks whose forward was wrapped (autocast / compile / graph)."""
     convs: list[str] = field(default_factory=list)
     """Convolutions of the DPT heads whose weight was laid out channels-last once (CPU): their
-    inputs are channels-last, so eager would reorder the weight on every call."""
+    inputs are channels-last, so oneDNN may reorder a contiguous weight on every call. Chosen
+    per head where timing shows it pays (see ``conv_seconds``)."""
+    conv_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Measured seconds per call of each DPT head run at every step, with its convolution weights
+    as they are (``"plain"``) and laid out channels-last (``"channels_last"``)."""
     cast: list[str] = field(default_factory=list)
     """Linear layers of the autocast blocks whose weight and bias were cast to ``dtype`` once
     (bf16/fp16): autocast would cast them again on every call, one extra kernel each."""
@@ -236,15 +241,18 @@ def optimize_for_inference(
       timed in its shape, with ``tokens`` rows, as eager ``F.linear``, oneDNN on the plain weight
       and oneDNN on a weight reordered once, and the fastest is kept (timed on cold weights as
       in the model; oneDNN must beat ``F.linear`` by 15 %, the packed layout the plain one by
-      3 %; see [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); the
-      convolution weights of the DPT heads, whose activations are channels-last, are laid out
-      channels-last once (listed in ``InferencePlan.convs``). On CUDA no layer is replaced
-      (cuBLAS is the fast path); a [`Spann3R`][spatialmem.models.Spann3R]'s blocks and memory
-      run as with ``"cuda_graph"`` (measured on an H200: 1.5x over eager in float32, outputs
-      identical), other models eagerly; ``dtype`` applies.
+      3 %; see [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]); each DPT
+      head run at every step (a Spann3R's ``head1``: its ``head2`` predicts only a stream's
+      last frame) is timed with its convolution weights as they are and laid out
+      channels-last, the layout of its activations, and the laid-out copy is kept only when
+      at least 10 % faster (``InferencePlan.convs``, ``InferencePlan.conv_seconds``; see
+      [`choose_conv_layout`][spatialmem.optimize.choose_conv_layout]). On CUDA no layer
+      is replaced (cuBLAS is the fast path); a [`Spann3R`][spatialmem.models.Spann3R]'s
+      blocks and memory run as with ``"cuda_graph"`` (measured on an H200: 1.5x over eager in
+      float32, outputs identical), other models eagerly; ``dtype`` applies.
     * ``"eager"``: nothing is replaced; only ``dtype`` applies.
     * ``"onednn"``: every linear on oneDNN with a reordered weight, without measuring, and the
-      DPT convolutions as with ``"auto"`` (CPU).
+      convolution weights of the DPT heads run at every step laid out channels-last (CPU).
     * ``"inductor"``: the blocks (encoder, decoders, heads, memory encoder, key/query heads) are
       compiled with ``torch.compile`` (static shapes; on CPU with
       ``torch._inductor.config.freezing = True``, set globally; on CUDA with
@@ -362,8 +370,7 @@ def optimize_for_inference(
             _quantize_int8(target, plan)
         else:
             _convert_linears(target, plan)
-        if _relays_convs(device, backend):
-            _channels_last_convs(target, plan)
+        convs.relay(target, plan.convs, inplace=inplace)
         if dtype in (torch.bfloat16, torch.float16) and not inplace:
             # in place, the model's own float32 weights (its checkpoints) stay as they are
             _cast_block_linears(target, plan, dtype)
@@ -394,8 +401,11 @@ def _decide(
     cpu: CpuFeatures | None,
     tokens: int,
 ) -> InferencePlan:
-    """Choose an implementation for every linear layer (measuring on CPU); change nothing."""
+    """Choose an implementation for every linear layer and the layout of the DPT heads'
+    convolutions (measuring on CPU); change nothing."""
     plan = InferencePlan(dtype, backend, device.type, inplace, cpu, tokens)
+    if _relays_convs(device, backend):
+        _decide_convs(model, plan, measure=backend == "auto")
     if dtype == torch.qint8:  # quantised as a whole (see _quantize_int8)
         return plan
     bf16 = dtype == torch.bfloat16
@@ -425,8 +435,6 @@ def would_change(
     device, _ = _model_device_dtype(model)
     dtype = torch.float32 if dtype is None else dtype
     if dtype != torch.float32 or _blocks_backend(model, backend, device) in _RECORDED_BACKENDS:
-        return True
-    if _relays_convs(device, backend) and _convs_to_relay(model):
         return True
     cpu = None if device.type == "cuda" else cpu_features()
     return _decide(model, dtype, backend, device, False, cpu, tokens).changed
@@ -469,41 +477,22 @@ def _blocks_backend(model: nn.Module, backend: str, device: torch.device) -> str
 
 
 def _relays_convs(device: torch.device, backend: str) -> bool:
-    """Whether this device and backend lay the DPT convolutions out channels-last."""
+    """Whether this device and backend consider laying the DPT convolutions out channels-last."""
     return device.type == "cpu" and backend in ("auto", "onednn")
 
 
-def _convs_to_relay(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """The convolutions of the DPT heads whose weight is not laid out channels-last yet."""
-    from spatialmem.heads import DPTHead
-
-    found = []
-    for head_name, head in model.named_modules():
-        if not isinstance(head, DPTHead):
+def _decide_convs(model: nn.Module, plan: InferencePlan, *, measure: bool) -> None:
+    """List in ``plan.convs`` the convolutions of every DPT head run at each step whose
+    channels-last layout is measured to pay (``measure``), or of all of them."""
+    for head_name, head in convs.heads_run_every_step(model):
+        names = [name for name, _ in convs.convs_to_relay(head_name, head)]
+        if not names:
             continue
-        for name, conv in head.named_modules():
-            if type(conv) is nn.Conv2d and not conv.weight.is_contiguous(
-                memory_format=torch.channels_last
-            ):
-                found.append((f"{head_name}.{name}" if head_name else name, conv))
-    return found
-
-
-def _channels_last_convs(model: nn.Module, plan: InferencePlan) -> None:
-    """Lay out the weights of the DPT heads' 3x3 convolutions channels-last once.
-
-    The heads turn tokens into feature maps with a transpose, so their activations are
-    channels-last; oneDNN then computes channels-last and, given a contiguous weight, reorders
-    it on every call (tens of ms per step for the published model). The values are unchanged.
-    """
-    for name, conv in _convs_to_relay(model):
-        weight = conv.weight
-        laid_out = weight.detach().contiguous(memory_format=torch.channels_last)
-        if plan.inplace:
-            weight.data = laid_out
-        else:  # the copy gets its own tensor; ``model``'s parameter is left alone
-            conv.weight = nn.Parameter(laid_out, requires_grad=weight.requires_grad)
-        plan.convs.append(name)
+        pays = True
+        if measure:
+            pays, plan.conv_seconds[head_name] = convs.choose_conv_layout(head, tokens=plan.tokens)
+        if pays:
+            plan.convs.extend(names)
 
 
 def _cast_block_linears(model: nn.Module, plan: InferencePlan, dtype: torch.dtype) -> None:
@@ -608,8 +597,9 @@ def _graph_memory(model: nn.Module, pool: Any) -> list[str]:
 
 
 def clear_decisions() -> None:
-    """Forget the per-process cache of measured linear decisions (the next optimisation
-    measures again)."""
+    """Forget the per-process cache of measured decisions, linear layers and head layouts (the
+    next optimisation measures again)."""
     from spatialmem.optimize import linear
 
     linear._decisions.clear()
+    convs._decisions.clear()
