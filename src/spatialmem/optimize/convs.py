@@ -62,7 +62,7 @@ def choose_conv_layout(
     """Time one DPT head with its convolution weights as they are and laid out channels-last.
 
     The head runs on random tokens of a square-ish patch grid of ``tokens`` patches (batch 1),
-    the two layouts taking turns, in alternating order, for 5 rounds after a warm-up call each;
+    the two layouts taking turns, in alternating order, for 3 rounds after a warm-up call each;
     channels-last must be faster by ``CONV_MARGIN`` both by the best call of each and by the
     median of the rounds' time ratios. Either alone misled on a noisy 2-core VM (the same
     head's best of 3 calls ranged from 322 to 413 ms between trials; the median ratio once
@@ -111,7 +111,7 @@ def choose_conv_layout(
     plain = functools.partial(head, inputs, image_hw)
     laid = functools.partial(functional_call, head, laid_out, (inputs, image_hw), strict=False)
     with torch.inference_mode():
-        seconds, ratio = _time_pairs(plain, laid, rounds=5, budget_s=budget_s)
+        seconds, ratio = _time_pairs(plain, laid, rounds=3, budget_s=budget_s)
     best_ratio = seconds["channels_last"] / seconds["plain"]
     pays = max(ratio, best_ratio) < 1 - CONV_MARGIN
     _decisions[key] = (pays, seconds)
