@@ -413,3 +413,45 @@ def test_sample_without_valid_pixel():
         out = Spann3RLoss()(pred, target)
     assert out.per_sample is not None and float(out.per_sample[1]) == 0.0
     assert torch.isfinite(out.loss)
+
+
+def _exact_prediction(target: SequenceTarget, scale: float = 1.0) -> StepPredictions:
+    """Predictions equal to the ground truth in frame 0's camera (times ``scale``)."""
+    from spatialmem.losses import gt_in_camera0
+
+    gt = gt_in_camera0(target.pts3d, target.camera_pose0) * scale
+    conf = torch.full(gt.shape[:-1], 2.0)[:, 1:]
+    return StepPredictions(gt[:, :-1].clone(), conf.clone(), gt[:, 1:].clone(), conf.clone())
+
+
+def test_frame_scale_term_is_zero_for_exact_predictions_at_any_scale():
+    _, target = random_problem(3, 2, 3, 4, 5)
+    for scale in (1.0, 0.3, 7.0):  # the clip's scale is the regression's business, not this term's
+        out = Spann3RLoss(frame_scale_weight=1.0)(_exact_prediction(target, scale), target)
+        assert out.frame_scale_loss is not None
+        assert float(out.frame_scale_loss) == pytest.approx(0.0, abs=1e-5)
+    assert Spann3RLoss()(_exact_prediction(target), target).frame_scale_loss is None
+
+
+def test_frame_scale_term_penalises_a_shrunken_frame_by_its_log_ratio():
+    _, target = random_problem(4, 1, 2, 4, 4, p_valid=1.0)
+    pred = _exact_prediction(target)
+    frames = pred.frame_pts3d()
+    frames[:, 1] *= 0.5  # frame 1 predicted at half its size (view 1 of step 1)
+    shrunk = StepPredictions(frames[:, :-1], pred.conf_view1, pred.pts_view2, pred.conf_view2)
+    base = Spann3RLoss()(shrunk, target)
+    out = Spann3RLoss(frame_scale_weight=2.0)(shrunk, target)
+    # spreads about each frame's centroid, after dividing by each clip's mean distance to the origin
+    def spreads(points: torch.Tensor) -> torch.Tensor:  # [T, H, W, 3] -> [T]
+        points = points / torch.linalg.vector_norm(points, dim=-1).mean()
+        centred = points - points.mean(dim=(1, 2), keepdim=True)
+        return torch.linalg.vector_norm(centred, dim=-1).mean(dim=(1, 2))
+
+    ratio = spreads(frames[0]) / spreads(_exact_prediction(target).frame_pts3d()[0])
+    want = ratio.log().abs().mean()
+    assert float(out.frame_scale_loss) == pytest.approx(float(want), rel=1e-4)
+    assert float(out.loss) == pytest.approx(float(base.loss + 2.0 * want), rel=1e-4)
+    assert out.per_sample is not None
+    assert float(out.per_sample[0]) == pytest.approx(float(out.loss), rel=1e-5)
+    with pytest.raises(ValueError, match="frame_scale_weight"):
+        Spann3RLoss(frame_scale_weight=-1.0)

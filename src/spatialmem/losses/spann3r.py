@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from spatialmem._typing import Bool, Float
 from spatialmem.losses.base import Criterion
 from spatialmem.losses.confidence import confidence_output
-from spatialmem.losses.normalize import check_confidence_values
+from spatialmem.losses.normalize import check_confidence_values, gt_in_camera0
 from spatialmem.losses.regression import RegressionOutput, _check_options, regression_terms
 from spatialmem.losses.scale import scale_loss
 from spatialmem.types import SequenceTarget, StepPredictions
@@ -33,6 +34,8 @@ class SequenceLossOutput(RegressionOutput):
     """Scale (official "factor") term; a tensor ``0.0`` when no sample is selected."""
     scale_selected: Bool[Tensor, "B"]
     """Samples whose prediction factor exceeds their ground-truth factor."""
+    frame_scale_loss: Float[Tensor, ""] | None = None
+    """The per-frame scale term (``None`` when ``frame_scale_weight`` is 0)."""
 
 
 class Spann3RLoss(Criterion):
@@ -48,6 +51,12 @@ class Spann3RLoss(Criterion):
         alpha: weight of the confidence regulariser (official 0.4; see
             [`alpha_schedule`][spatialmem.losses.alpha_schedule]).
         scale_weight: weight of the scale term (the official training adds it with weight 1).
+        frame_scale_weight: weight of a per-frame scale term, not in the paper (default 0: off):
+            the mean over frames of ``|log(r_pred_t / r_gt_t)|``, with ``r_t`` the mean
+            distance of frame ``t``'s normalised points to their own centroid (prediction and
+            ground truth, each over its valid pixels). The regression and the scale term see the
+            clip's scale only; the shipped small model predicts later frames of a memory
+            smaller than they are (see the results page), which this term penalises per frame.
         batch_coupled: reproduce the official numbers exactly: batch-wide valid-pixel count in the
             ``avg_dis`` factors, term means pooled over the batch, and the scale term comparing
             every selected prediction factor with every sample's ground-truth factor. By default
@@ -73,6 +82,7 @@ class Spann3RLoss(Criterion):
         alpha: float = 0.4,
         *,
         scale_weight: float = 1.0,
+        frame_scale_weight: float = 0.0,
         batch_coupled: bool = False,
         log_name: str = "Regr3D_t",
     ) -> None:
@@ -80,6 +90,9 @@ class Spann3RLoss(Criterion):
         _check_options("avg_dis", alpha)
         self.alpha = float(alpha)
         self.scale_weight = float(scale_weight)
+        if not frame_scale_weight >= 0:
+            raise ValueError(f"`frame_scale_weight` must be >= 0, got {frame_scale_weight!r}")
+        self.frame_scale_weight = float(frame_scale_weight)
         self.batch_coupled = batch_coupled
         self.log_name = log_name
 
@@ -102,8 +115,16 @@ class Spann3RLoss(Criterion):
         per_sample = None
         if conf.per_sample is not None and scale_ps is not None:
             per_sample = conf.per_sample + self.scale_weight * scale_ps
+        loss = conf.loss + self.scale_weight * scale
+        frame_scale = None
+        if self.frame_scale_weight > 0:
+            frame_scale_ps = _frame_scale_terms(pred, target, terms.pr_factor, terms.gt_factor)
+            frame_scale = frame_scale_ps.mean()
+            loss = loss + self.frame_scale_weight * frame_scale
+            if per_sample is not None:
+                per_sample = per_sample + self.frame_scale_weight * frame_scale_ps
         return SequenceLossOutput(
-            loss=conf.loss + self.scale_weight * scale,
+            loss=loss,
             details=conf.details,
             term_names=conf.term_names,
             terms=conf.terms,
@@ -115,10 +136,37 @@ class Spann3RLoss(Criterion):
             conf_loss=conf.loss,
             scale_loss=scale,
             scale_selected=selected,
+            frame_scale_loss=frame_scale,
         )
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha:g}, scale_weight={self.scale_weight:g}, "
+            f"frame_scale_weight={self.frame_scale_weight:g}, "
             f"batch_coupled={self.batch_coupled}"
         )
+
+
+def _frame_scale_terms(
+    pred: StepPredictions, target: SequenceTarget, pr_factor: Tensor, gt_factor: Tensor
+) -> Float[Tensor, "B"]:
+    """Per sample: the mean over frames with valid pixels of ``|log(r_pred_t / r_gt_t)|``, with
+    ``r_t`` the mean distance of frame ``t``'s normalised points to their own centroid."""
+    valid = target.valid
+    count = valid.sum(dim=(-2, -1))  # [B, T]
+    weight = valid.unsqueeze(-1).to(target.pts3d.dtype)
+    gt = gt_in_camera0(target.pts3d, target.camera_pose0)
+
+    def spread(pts: Tensor) -> Tensor:
+        pts = torch.where(valid.unsqueeze(-1), pts, 0.0)
+        centre = (pts * weight).sum(dim=(-3, -2)) / count.clamp(min=1).unsqueeze(-1)
+        offset = torch.linalg.vector_norm(pts - centre[:, :, None, None], dim=-1)
+        return torch.where(valid, offset, 0.0).sum(dim=(-2, -1)) / count.clamp(min=1)
+
+    factor_shape = (-1,) + (1,) * 4
+    r_pred = spread(pred.frame_pts3d() / pr_factor.reshape(factor_shape))
+    r_gt = spread(gt / gt_factor.reshape(factor_shape))
+    has = (count > 0) & (r_gt > 0)
+    log_ratio = torch.log(r_pred.clamp(min=1e-8)) - torch.log(r_gt.clamp(min=1e-8))
+    per_frame = torch.where(has, log_ratio.abs(), 0.0)
+    return per_frame.sum(dim=1) / has.sum(dim=1).clamp(min=1)

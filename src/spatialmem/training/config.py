@@ -89,6 +89,9 @@ class TrainConfig:
     """Confidence-regulariser weight of the first half of the epochs."""
     alpha_end: float = 0.2
     """``alpha`` reached at the last epoch (official schedule: 0.4 -> 0.2 over the second half)."""
+    frame_scale_weight: float = 0.0
+    """Weight of the per-frame scale term of [`Spann3RLoss`][spatialmem.losses.Spann3RLoss]
+    (not in the paper; 0: off, the official objective)."""
     amp: AmpMode = "auto"
     """Mixed precision (CUDA only)."""
     device: str | None = None

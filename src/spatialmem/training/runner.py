@@ -583,7 +583,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         collate_fn=collate_clips,
         num_workers=config.num_workers,
     )
-    criterion = Spann3RLoss(alpha=config.alpha)
+    criterion = Spann3RLoss(alpha=config.alpha, frame_scale_weight=config.frame_scale_weight)
     step = _train_step(config, model, ddp_model, criterion)
     result = TrainResult(
         model=model, run_dir=None if config.run_dir is None else Path(config.run_dir)
