@@ -441,6 +441,7 @@ def test_frame_scale_term_penalises_a_shrunken_frame_by_its_log_ratio():
     shrunk = StepPredictions(frames[:, :-1], pred.conf_view1, pred.pts_view2, pred.conf_view2)
     base = Spann3RLoss()(shrunk, target)
     out = Spann3RLoss(frame_scale_weight=2.0)(shrunk, target)
+
     # spreads about each frame's centroid, after dividing by each clip's mean distance to the origin
     def spreads(points: torch.Tensor) -> torch.Tensor:  # [T, H, W, 3] -> [T]
         points = points / torch.linalg.vector_norm(points, dim=-1).mean()
