@@ -154,12 +154,11 @@ def _frame_scale_terms(
     ``r_t`` the mean distance of frame ``t``'s normalised points to their own centroid."""
     valid = target.valid
     count = valid.sum(dim=(-2, -1))  # [B, T]
-    weight = valid.unsqueeze(-1).to(target.pts3d.dtype)
     gt = gt_in_camera0(target.pts3d, target.camera_pose0)
 
     def spread(pts: Tensor) -> Tensor:
-        pts = torch.where(valid.unsqueeze(-1), pts, 0.0)
-        centre = (pts * weight).sum(dim=(-3, -2)) / count.clamp(min=1).unsqueeze(-1)
+        pts = torch.where(valid.unsqueeze(-1), pts, 0.0)  # invalid pixels may hold NaN
+        centre = pts.sum(dim=(-3, -2)) / count.clamp(min=1).unsqueeze(-1)
         offset = torch.linalg.vector_norm(pts - centre[:, :, None, None], dim=-1)
         return torch.where(valid, offset, 0.0).sum(dim=(-2, -1)) / count.clamp(min=1)
 
