@@ -214,6 +214,10 @@ def test_choose_conv_layout_times_the_head_without_changing_it() -> None:
         assert value.is_contiguous(), name  # no layout left behind
     clear_decisions()
     assert not convs._decisions
+    with pytest.raises(ValueError, match="`tokens` must be a positive int, got 0"):
+        convs.choose_conv_layout(head, tokens=0)
+    with pytest.raises(TypeError, match="`head` must be a DPTHead, got Linear"):
+        convs.choose_conv_layout(nn.Linear(2, 2), tokens=6)
 
 
 @pytest.mark.usefixtures("without_typecheck", "conv_layout_pays")

@@ -78,8 +78,18 @@ def choose_conv_layout(
     Returns:
         ``(pays, seconds)``: whether channels-last is at least ``CONV_MARGIN`` faster, and
         the best seconds per call of ``"plain"`` and ``"channels_last"``.
+
+    Raises:
+        TypeError: ``head`` is not a [`DPTHead`][spatialmem.heads.DPTHead].
+        ValueError: ``tokens`` is not a positive int.
     """
-    rows = max(1, math.isqrt(tokens))
+    from spatialmem.heads import DPTHead
+
+    if not isinstance(head, DPTHead):
+        raise TypeError(f"`head` must be a DPTHead, got {type(head).__name__}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"`tokens` must be a positive int, got {tokens!r}")
+    rows = math.isqrt(tokens)
     grid = (rows, max(1, tokens // rows))
     ref = next(head.parameters())
     key = (
