@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from _common import cpu_name, default_threads, environment, markdown_table, write_json
-from spatialmem.data.rooms import room_sequence
+from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
 from spatialmem.inference import OnlineReconstructor, SegmentedReconstructor, Segments
 from spatialmem.memory import MemoryConfig, MemoryState, SpatialMemory
 from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
@@ -328,11 +328,23 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     out["cpu_seconds"] = math.fsum(r["cpu_seconds"] for r in records)
     out["sequences"] = len(records)
     out["failed"] = sum("error" in r for r in records)
+    paths = sorted({r["path"] for r in records if "path" in r})
+    out["by_path"] = {
+        p: {
+            "sequences": sum(r.get("path") == p for r in records),
+            **{k: _mean([r[k] for r in records if r.get("path") == p]) for k in PATH_METRICS},
+        }
+        for p in paths
+    }
     mem = [r["memory"] for r in records if r["memory"]]
     if mem:
         for key in ("frames_written", "writes_offered", "tokens", "long_tokens"):
             out[f"mean_{key}"] = _mean([m[key] for m in mem])
     return out
+
+
+# What the per-path table shows: each sequence's distances over its diameter, and NC.
+PATH_METRICS = ("acc_rel", "comp_rel", "nc")
 
 
 def _fmt(digits: int) -> Callable[[Any], str]:
@@ -372,6 +384,35 @@ def results_table(payload: dict[str, Any]) -> str:
     )
 
 
+def path_table(payload: dict[str, Any]) -> str:
+    """The Markdown table of each variant by the camera path of the rooms (walk-through,
+    forward motion, orbit): Acc and Comp over the diameter and NC, averaged over the sequences
+    of that path; empty when the results do not record the paths."""
+    variants = [v for v in VARIANTS if v.name in payload["variants"]]
+    counts: dict[str, int] = {}
+    for v in variants:
+        for p, s in payload["variants"][v.name]["summary"].get("by_path", {}).items():
+            counts[p] = s["sequences"]
+    if not counts:
+        return ""
+    paths = sorted(counts)
+    rows, columns = [], [("label", "variant")]
+    for p in paths:
+        columns += [
+            (f"{p}_acc_rel", f"{p} ({counts[p]}): Acc / diam.", _fmt(4)),
+            (f"{p}_comp_rel", "Comp / diam.", _fmt(4)),
+            (f"{p}_nc", "NC", _fmt(3)),
+        ]
+    for v in variants:
+        by_path = payload["variants"][v.name]["summary"].get("by_path", {})
+        row: dict[str, Any] = {"label": v.label}
+        for p in paths:
+            for k in PATH_METRICS:
+                row[f"{p}_{k}"] = by_path.get(p, {}).get(k, math.nan)
+        rows.append(row)
+    return markdown_table(rows, columns)
+
+
 def docs_block(payload: dict[str, Any]) -> str:
     """What goes between the markers of the docs page: the table and how it was made."""
     c, m = payload["config"], payload["machine"]
@@ -391,8 +432,14 @@ def docs_block(payload: dict[str, Any]) -> str:
             f"torch {m['torch']}{load_text}. The whole run took "
             f"{payload['total_seconds'] / 60:.1f} min ({payload['cpu_seconds'] / 60:.1f} min of "
             "process CPU time).",
+            *(
+                ["", "By the camera path of the rooms (sequences of each path in brackets):", "",
+                 by_path]
+                if (by_path := path_table(payload))
+                else []
+            ),
         ]
-    )
+    )  # fmt: skip
 
 
 def update_docs(path: Path, block: str) -> None:
@@ -556,6 +603,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             i, args.frames, args.height, args.width, split="test", stride=args.stride
         )
         diameter = float(bounding_box_diagonal(clip.pts3d[clip.valid]))
+        path = RoomScene.random(scene_seed("test", i)).trajectory
         shift = i % len(variants)
         for v in variants[shift:] + variants[:shift]:
             cpu = time.process_time()
@@ -565,8 +613,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scores = evaluate(pred, clip, args)
             scores["eval_seconds"] = time.perf_counter() - tic
             per_seq[v.name].append(
-                {"sequence": i, "diameter": diameter, **scores,
-                 "acc_rel": scores["acc"] / diameter, "frames": args.frames,
+                {"sequence": i, "path": path, "diameter": diameter, **scores,
+                 "acc_rel": scores["acc"] / diameter, "comp_rel": scores["comp"] / diameter,
+                 "frames": args.frames,
                  "seconds": seconds, "fps": args.frames / seconds, "cpu_seconds": cpu,
                  "memory": mem}
             )  # fmt: skip

@@ -77,6 +77,12 @@ def test_json_structure(run: dict[str, Any], ablation: ModuleType) -> None:
         # the summary is the mean over sequences of the per-sequence values
         assert summary["acc"] == pytest.approx(sum(s["acc"] for s in seqs) / 2)
         assert summary["comp_med"] == pytest.approx(sum(s["comp_med"] for s in seqs) / 2)
+        # test rooms 0 and 1 are both orbits: one path, the mean of both sequences
+        assert [s["path"] for s in seqs] == ["orbit", "orbit"]
+        assert summary["by_path"]["orbit"]["sequences"] == 2
+        assert summary["by_path"]["orbit"]["comp_rel"] == pytest.approx(
+            sum(s["comp"] / s["diameter"] for s in seqs) / 2
+        )
     # every variant is scored on the same number of points of each sequence
     counts = {tuple(s["num_pred"] for s in e["per_sequence"]) for e in data["variants"].values()}
     assert len(counts) == 1
@@ -92,6 +98,7 @@ def test_docs_table_replaced_between_markers(run: dict[str, Any], ablation: Modu
     for v in ablation.VARIANTS:
         assert f"| {v.label} |" in block
     assert "2 test sequences x 8 frames" in block
+    assert "| orbit (2): Acc / diam. | Comp / diam. | NC |" in block
     # a second update replaces the block instead of adding one
     ablation.update_docs(page, "new table")
     assert page.read_text().count(ablation.BEGIN) == 1 and "new table" in page.read_text()
@@ -189,3 +196,12 @@ def test_pairwise_matches_the_pair_model(ablation: ModuleType) -> None:
             torch.testing.assert_close(pts[t], out.view2.pts3d[0], atol=1e-4, rtol=1e-4)
             if t == 1:
                 torch.testing.assert_close(pts[0], out.view1.pts3d[0], atol=1e-4, rtol=1e-4)
+
+
+def test_path_table_left_out_without_paths(run: dict[str, Any], ablation: ModuleType) -> None:
+    """Results written before the paths were recorded still redraw, without the path table."""
+    payload = json.loads((run["dir"] / "ablation.json").read_text())
+    for entry in payload["variants"].values():
+        del entry["summary"]["by_path"]
+    assert ablation.path_table(payload) == ""
+    assert "camera path" not in ablation.docs_block(payload)

@@ -23,6 +23,15 @@ def _read_ply(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.frombuffer(raw[end:], dtype=np.dtype(fields))
 
 
+def test_demo_default_room_is_the_first_that_does_not_orbit() -> None:
+    """The rule behind the demo's default room (not a room picked by its score)."""
+    from spatialmem.cli import _DEMO_SCENE
+    from spatialmem.data.rooms import RoomScene, scene_seed
+
+    paths = [RoomScene.random(scene_seed("test", i)).trajectory for i in range(_DEMO_SCENE + 1)]
+    assert paths[-1] != "orbit" and set(paths[:-1]) == {"orbit"}
+
+
 def test_demo_reconstructs_a_test_room_with_the_shipped_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -30,7 +39,7 @@ def test_demo_reconstructs_a_test_room_with_the_shipped_model(
     assert main(["demo", "--out", str(out), "--frames", "4", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "spann3r_small_synthetic" and summary["weights"] == "shipped"
-    assert summary["scene"] == 0 and summary["frames"] == 4 and summary["frames_per_second"] > 0
+    assert summary["scene"] == 2 and summary["frames"] == 4 and summary["frames_per_second"] > 0
     metrics = summary["metrics"]
     assert {"acc", "acc_med", "comp", "comp_med", "nc", "nc_med"} <= set(metrics)
     assert all(np.isfinite(metrics[k]) for k in ("acc", "comp", "nc"))

@@ -2,6 +2,7 @@
 segment and the similarity fit that chains them."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,12 @@ from torch import Tensor
 
 from conftest import tiny_spann3r
 from spatialmem.geometry import sim3, transform_points, umeyama
-from spatialmem.inference import OnlineReconstructor, SegmentedReconstructor, Segments
+from spatialmem.inference import (
+    OnlineReconstructor,
+    SegmentedReconstructor,
+    Segments,
+    SegmentScaleWarning,
+)
 from spatialmem.inference.segments import fit_segment
 from spatialmem.models import Spann3R
 from spatialmem.pipeline import reconstruct_frames
@@ -123,7 +129,64 @@ def test_a_refused_frame_leaves_the_stream_intact(model: Spann3R) -> None:
         recon.step(frames[0])
 
 
+class _ScaledFits(SegmentedReconstructor):
+    """Every later segment's fit scaled by ``factor`` more than the previous one's: the
+    compounding of a model that draws each segment's last frames smaller."""
+
+    factor = 1.0
+
+    def _fit(self, local: list, anchors: list) -> Tensor:
+        sim = torch.eye(4).expand(self._batch, 4, 4).clone()
+        sim[:, :3, :3] *= self.factor ** (len(self._scales) + 1)
+        return sim
+
+
+def test_segment_scales_record_each_fit(model: Spann3R) -> None:
+    recon = SegmentedReconstructor(model, Segments(frames=3, overlap=2), optimize=False)
+    assert recon.segment_scales is None
+    recon.run(_frames(5))  # one segment
+    assert torch.equal(recon.segment_scales, torch.ones(1))
+    scales = []
+    recon.reset()
+    for frame in _frames(11):
+        recon.step(frame)
+        if recon._sim is not None and len(scales) < recon.num_segments - 1:
+            scales.append(float(torch.linalg.det(recon._sim[0, :3, :3]).abs() ** (1 / 3)))
+    recon.finish()
+    got = recon.segment_scales
+    assert got.shape == (recon.num_segments,) == (3,)
+    torch.testing.assert_close(got, torch.tensor([1.0, *scales]))
+    batched = SegmentedReconstructor(model, Segments(frames=3, overlap=2), optimize=False)
+    batched.run(_frames(2, 11))
+    assert batched.segment_scales.shape == (3, 2)
+    assert torch.equal(batched.segment_scales[0], torch.ones(2))
+
+
+def test_a_runaway_segment_scale_warns_once_at_the_end(model: Spann3R) -> None:
+    frames = _frames(10)  # segments of 2 + 2: 4 segments
+    recon = _ScaledFits(model, Segments(frames=2, overlap=2), optimize=False)
+    recon.factor = 0.5  # 0.5 ** 3 = 1 / 8 by the last segment
+    with pytest.warns(SegmentScaleWarning, match=r"from 0\.125 to 0\.5") as caught:
+        recon.run(frames)
+    assert len(caught) == 1, [(w.filename, str(w.message)[:80]) for w in caught]
+    assert caught[0].filename == __file__  # names the user's call, not the library's
+    torch.testing.assert_close(recon.segment_scales, 0.5 ** torch.arange(4.0))
+    recon.factor = 1.5  # 1.5 ** 3 = 3.4: within the default bound of 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SegmentScaleWarning)
+        recon.run(frames)
+        off = _ScaledFits(model, Segments(frames=2, overlap=2, warn_scale=0.0), optimize=False)
+        off.factor = 0.1
+        off.run(frames)
+    recon.factor = 1.8  # 1.8 ** 3 = 5.8
+    with pytest.warns(SegmentScaleWarning, match=r"5\.83"):
+        recon.run(frames)
+
+
 def test_bad_settings_are_refused(model: Spann3R) -> None:
+    for bad in ({"warn_scale": 1.0}, {"warn_scale": -2.0}, {"warn_scale": True}):
+        with pytest.raises((ValueError, TypeCheckError), match=r"warn_scale|parameters"):
+            Segments(**bad)  # type: ignore[arg-type]
     for bad in ({"frames": 0}, {"overlap": 0}, {"frames": 2.5}, {"trim": 1.0}, {"trim": -0.1}):
         with pytest.raises((ValueError, TypeCheckError), match=rf"{next(iter(bad))}|parameters"):
             Segments(**bad)  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
-"""Regenerate docs/images/preview-synthetic.png and preview-synthetic-room2.png (the pictures of
+"""Regenerate docs/images/preview-synthetic.png and preview-synthetic-orbit.png (the pictures of
 the "Cameras and exports" guide).
 
-Runs `spatialmem demo` as it ships on test rooms 0 (the demo's default) and 2: the trained
-`spann3r_small_synthetic` (the weights in src/spatialmem/weights/) reconstructs 48 frames of the
-room online, in overlapping segments (the demo's default, `--segments 6:3`); the
+Runs `spatialmem demo` as it ships on test rooms 2 (the demo's default) and 0 (an orbit): the
+trained `spann3r_small_synthetic` (the weights in src/spatialmem/weights/) reconstructs 48 frames
+of the room online, in overlapping segments (the demo's default, `--segments 6:3`); the
 reconstruction, Sim(3)-aligned to the ground truth, is drawn above the ground truth from the
 same viewpoints by spatialmem.viz.render_preview. Run it after replacing the shipped weights:
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from spatialmem.cli import main as spatialmem
 
 IMAGES = Path(__file__).resolve().parents[1] / "images"
-# Test room 0 is the demo's default; room 2 is shown beside it in the guide.
-OUTPUTS = {0: IMAGES / "preview-synthetic.png", 2: IMAGES / "preview-synthetic-room2.png"}
+# Test room 2 is the demo's default; room 0, an orbit, is shown below it in the guide.
+OUTPUTS = {2: IMAGES / "preview-synthetic.png", 0: IMAGES / "preview-synthetic-orbit.png"}
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ inside an entry point costs a clear error message, never a wrong result.
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import torch
 from torch import Tensor
@@ -34,6 +36,7 @@ __all__ = [
     "checks_active",
     "internal_calls",
     "match_module",
+    "outside_stacklevel",
     "set_value_checks",
     "value_checks",
     "value_checks_enabled",
@@ -283,3 +286,30 @@ def check_same_batch(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
     if len(set(sizes)) > 1:
         detail = ", ".join(f"`{n}` {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
         raise ValueError(f"arguments must have the same batch size, got {detail}")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Type-checking wrappers (on in the test suite) add frames of their own between a caller and
+# the library.
+_WRAPPER_PACKAGES = (f"{os.sep}jaxtyping{os.sep}", f"{os.sep}beartype{os.sep}")
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` issued by the calling function name the
+    first frame outside this package (and outside the type-checking wrappers), wherever the
+    user's call entered the library."""
+    frame = sys._getframe(1)
+    while _is_wrapper(frame) and frame.f_back is not None:  # this function's own wrapper
+        frame = frame.f_back
+    level = 1  # the function that called this one
+    while frame.f_back is not None and (_is_wrapper(frame) or _in_package(frame)):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _is_wrapper(frame: FrameType) -> bool:
+    return any(p in frame.f_code.co_filename for p in _WRAPPER_PACKAGES)
+
+
+def _in_package(frame: FrameType) -> bool:
+    return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)

@@ -20,13 +20,14 @@ from spatialmem.inference.offline import (
     spanning_tree_order,
 )
 from spatialmem.inference.online import FrameResult, OnlineReconstructor, StreamLoop
-from spatialmem.inference.segments import SegmentedReconstructor, Segments
+from spatialmem.inference.segments import SegmentedReconstructor, Segments, SegmentScaleWarning
 
 __all__ = [
     "FrameResult",
     "OfflineOrder",
     "OfflineResult",
     "OnlineReconstructor",
+    "SegmentScaleWarning",
     "SegmentedReconstructor",
     "Segments",
     "StreamLoop",

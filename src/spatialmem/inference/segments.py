@@ -19,12 +19,13 @@ memory registers the whole sequence, plain streaming
 
 import collections
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from spatialmem._checks import internal_calls
+from spatialmem._checks import internal_calls, outside_stacklevel
 from spatialmem._typing import Float
 from spatialmem.geometry.alignment import umeyama
 from spatialmem.geometry.transforms import transform_points
@@ -37,7 +38,13 @@ from spatialmem.inference.online import (
 from spatialmem.memory import MemoryState
 from spatialmem.models.spann3r import Spann3R
 
-__all__ = ["SegmentedReconstructor", "Segments"]
+__all__ = ["SegmentScaleWarning", "SegmentedReconstructor", "Segments"]
+
+
+class SegmentScaleWarning(UserWarning):
+    """A segmented stream's later segments were drawn at a very different scale from its first
+    (see
+    [`segment_scales`][spatialmem.inference.SegmentedReconstructor.segment_scales])."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,10 @@ class Segments:
     trim: float = 0.3
     """Fraction of the overlap's pixels with the largest residuals left out of the refit
     (twice), so that badly predicted pixels do not tilt the segment; ``0`` fits once on all."""
+    warn_scale: float = 4.0
+    """Warn ([`SegmentScaleWarning`][spatialmem.inference.SegmentScaleWarning]) at the end of a
+    stream when a segment's scale relative to the first segment fell below ``1 / warn_scale``
+    or rose above ``warn_scale`` (``0.0``: never)."""
 
     def __post_init__(self) -> None:
         for name in ("frames", "overlap"):
@@ -64,6 +75,13 @@ class Segments:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
         if not isinstance(self.trim, int | float) or not 0.0 <= self.trim < 1.0:
             raise ValueError(f"`trim` must be a number in [0, 1), got {self.trim!r}")
+        scale = self.warn_scale
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not (scale == 0 or scale > 1)
+        ):
+            raise ValueError(f"`warn_scale` must be 0 (off) or a number > 1, got {scale!r}")
 
     @property
     def length(self) -> int:
@@ -152,6 +170,8 @@ class SegmentedReconstructor(StreamLoop):
         # Global (index, input_index) of each frame fed to the current segment, in order.
         self._fed: list[tuple[int, int]] = []
         self._sim: Tensor | None = None  # segment -> sequence coordinates; None: the first
+        self._scales: list[Tensor] = []  # [B] scale of each later segment's similarity
+        self._batch, self._unbatched = 1, True  # of the stream's first frame
         self._recent: collections.deque[FrameResult] = collections.deque(
             maxlen=self.segments.overlap
         )
@@ -172,6 +192,25 @@ class SegmentedReconstructor(StreamLoop):
         """The memory of the current segment (see
         [`OnlineReconstructor.state`][spatialmem.inference.OnlineReconstructor.state])."""
         return self._inner.state
+
+    @property
+    def segment_scales(self) -> Float[Tensor, "S"] | Float[Tensor, "S B"] | None:
+        """Scale of every segment of the stream in the sequence's coordinates, relative to the
+        first segment (``1`` for the first): the cube root of its similarity's determinant.
+        ``[S]`` for an unbatched stream, ``[S, B]`` for a batched one; ``None`` before the first
+        frame.
+
+        A model that registers the camera motion keeps these near ``1`` (the shipped small
+        model on the synthetic rooms' walk-throughs and forward paths: within 0.5-2). Values
+        that run away from ``1`` mean that each segment is fitted onto the previous one's
+        shrunken (or swollen) last frames and the error compounds: the later part of the
+        reconstruction is drawn at the wrong size (on orbits the shipped model's segments
+        shrink 30-100x over 48 frames; see the results page)."""
+        if self._num_processed == 0:
+            return None
+        first = self._scales[0].new_ones(()) if self._scales else torch.ones(())
+        scales = torch.stack([first.expand(self._batch), *self._scales])  # [S, B]
+        return scales[:, 0] if self._unbatched else scales
 
     @property
     def num_segments(self) -> int:
@@ -216,6 +255,9 @@ class SegmentedReconstructor(StreamLoop):
                 result = None
             elif len(self._fed) < self.segments.length:
                 local = self._feed(frame, ids)  # the inner stream checks the frame first
+                if index == 0:
+                    self._unbatched = frame.ndim == 3
+                    self._batch = 1 if self._unbatched else frame.shape[0]
                 result = None if local is None else self._to_sequence(local)
             else:
                 # A new segment changes the stream before the frame is fed: check it first so
@@ -242,6 +284,7 @@ class SegmentedReconstructor(StreamLoop):
             raise RuntimeError("this stream is already finished; call reset() to start a new one")
         local = self._inner.finish()
         self._finished = True
+        self._warn_scale()
         if local is None:
             return None
         with torch.inference_mode():
@@ -273,7 +316,28 @@ class SegmentedReconstructor(StreamLoop):
         assert out is not None
         local.append(out)
         self._sim = self._fit(local, anchors)
+        self._scales.append(torch.linalg.det(self._sim[:, :3, :3]).abs().pow(1.0 / 3.0))
         return closing
+
+    def _warn_scale(self) -> None:
+        """Once per stream (one host sync): warn when a segment's scale ran away."""
+        bound = self.segments.warn_scale
+        if not bound or not self._scales:
+            return
+        scales = torch.stack(self._scales)  # [S - 1, B]
+        low, high = float(scales.min()), float(scales.max())
+        if low >= 1.0 / bound and high <= bound:
+            return
+        warnings.warn(
+            f"the scale of this stream's {len(self._scales) + 1} segments, relative to the first,"
+            f" ranged from {low:.3g} to {high:.3g}: each "
+            "segment was fitted onto the previous one's last frames, which the model drew at "
+            "another size, and the error compounded, so the later part of the reconstruction "
+            "is drawn at the wrong size. The model does not register this camera motion well "
+            "(see SegmentedReconstructor.segment_scales; Segments(warn_scale=0.0) silences this).",
+            SegmentScaleWarning,
+            stacklevel=outside_stacklevel(),
+        )
 
     def _fit(self, local: list[FrameResult], anchors: list[FrameResult]) -> Tensor:
         def flat(results: list[FrameResult], name: str) -> Tensor:
