@@ -131,6 +131,32 @@ def test_copy_leaves_the_model_alone_and_shares_its_tensors() -> None:
     assert not fast.training
 
 
+def test_a_float32_copy_never_packs_a_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sharing copy must not hold a second copy of the weights: packing is a candidate only
+    in place (where the packed weight replaces the original) or in bf16 (cast anyway)."""
+    from spatialmem.optimize import core
+
+    if not onednn_linear_available(torch.float32):
+        pytest.skip("oneDNN linear ops do not run here")
+    offered: list[tuple[str, ...]] = []
+
+    def last_candidate(layer: nn.Linear, **kw: object) -> tuple[str, dict[str, float]]:
+        candidates = kw["candidates"]
+        assert isinstance(candidates, tuple)
+        offered.append(candidates)
+        return candidates[-1], dict.fromkeys(candidates, 1.0)
+
+    monkeypatch.setattr(core, "choose_linear_impl", last_candidate)
+    model = _model("spann3r_tiny")
+    fast = optimize_for_inference(model, tokens=6)
+    assert offered and all("onednn_packed" not in c for c in offered)
+    assert set(fast.inference_plan.counts()) <= {"onednn", "onednn+gelu", "aten", "aten+gelu"}
+    assert fast.inference_plan.changed
+    offered.clear()
+    optimize_for_inference(model, tokens=6, inplace=True)
+    assert offered and all("onednn_packed" in c for c in offered)
+
+
 @pytest.fixture
 def conv_layout_pays(monkeypatch: pytest.MonkeyPatch) -> None:
     """The channels-last layout of the DPT heads measures faster (it is timed otherwise)."""
