@@ -204,11 +204,13 @@ class OnlineReconstructor(StreamLoop):
     [`optimize_for_inference`][spatialmem.optimize.optimize_for_inference]``(model)``, made when a
     stream's first frame arrives (its token count is what the linear layers are timed with) and
     made again when the model's converted weights changed (e.g. a checkpoint loaded into it): on
-    CPU the linear layers take whichever of eager, oneDNN or oneDNN-with-packed-weights this
-    machine runs fastest, in float32, so results equal the eager model's within 1e-5. The model
-    is not modified; a layer converted to packed weights holds a copy of its weight. A model that
-    is already optimised (e.g. ``optimize_for_inference(model, inplace=True)``, which costs no
-    memory) is used as it is; ``optimize=False`` runs the model eagerly.
+    CPU the linear layers take whichever of eager ``F.linear`` and oneDNN on the same weight
+    this machine runs fastest, in float32, so results equal the eager model's within 1e-5. The
+    model is not modified, and its weights are shared, not copied (packed weights, which
+    would be copies, are left to ``optimize_for_inference(model, inplace=True)``; a model
+    already optimised so is used as it is); a DPT head's convolution weights laid out
+    channels-last, where that measures faster, are copies. ``optimize=False`` runs the model
+    eagerly.
 
     Every step runs under `torch.inference_mode`, so results and the memory state are
     inference tensors. The model must be in eval mode (training mode changes the memory's
