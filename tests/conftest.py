@@ -21,6 +21,9 @@ settings.register_profile("dev", deadline=None, max_examples=50)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Measured layout decisions are not read from or written to a cache on disk: tests that time
+# (or fake the timing of) a layer must see it measured; tests of the disk cache turn it on.
+os.environ["SPATIALMEM_DECISION_CACHE"] = "0"
 
 _REPO = Path(__file__).resolve().parents[1]
 

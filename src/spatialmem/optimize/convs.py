@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from spatialmem.optimize import disk_cache
+
 __all__ = ["CONV_MARGIN", "choose_conv_layout", "convs_to_relay", "heads_run_every_step", "relay"]
 
 CONV_MARGIN = 0.10
@@ -108,6 +110,10 @@ def choose_conv_layout(
     if key in _decisions:
         pays, seconds = _decisions[key]
         return pays, dict(seconds)
+    stored = disk_cache.load("conv", repr(key))
+    if stored is not None:
+        _decisions[key] = (bool(stored[0]), dict(stored[1]))
+        return bool(stored[0]), dict(stored[1])
     inputs = [ref.new_zeros(1, 1, 1)] * (max(head.hooks) + 1)
     for hook, width in zip(head.hooks, head.dim_tokens, strict=True):
         inputs[hook] = torch.randn(1, grid[0] * grid[1], width, dtype=ref.dtype, device=ref.device)
@@ -125,6 +131,7 @@ def choose_conv_layout(
     best_ratio = seconds["channels_last"] / seconds["plain"]
     pays = max(ratio, best_ratio) < 1 - CONV_MARGIN
     _decisions[key] = (pays, seconds)
+    disk_cache.store("conv", repr(key), [pays, seconds])
     return pays, dict(seconds)
 
 

@@ -617,10 +617,14 @@ def _graph_memory(model: nn.Module, pool: Any) -> list[str]:
     return names
 
 
-def clear_decisions() -> None:
-    """Forget the per-process cache of measured decisions, linear layers and head layouts (the
-    next optimisation measures again)."""
-    from spatialmem.optimize import linear
+def clear_decisions(*, disk: bool = False) -> None:
+    """Forget the measured decisions, linear layers and head layouts, of this process (the next
+    optimisation measures again), and with ``disk=True`` also this machine's entries of the
+    decision cache on disk (see ``spatialmem.optimize.disk_cache``), which later processes
+    would otherwise reuse."""
+    from spatialmem.optimize import disk_cache, linear
 
     linear._decisions.clear()
     convs._decisions.clear()
+    if disk:
+        disk_cache.forget()

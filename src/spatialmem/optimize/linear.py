@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from spatialmem._typing import Float
+from spatialmem.optimize import disk_cache
 
 __all__ = ["InferenceLinear", "LinearImpl", "choose_linear_impl", "onednn_linear_available"]
 
@@ -321,6 +322,10 @@ def choose_linear_impl(
     if key in _decisions:
         impl, times = _decisions[key]
         return impl, dict(times)  # type: ignore[return-value]
+    stored = disk_cache.load("linear", repr(key))
+    if stored is not None and stored[0] in candidates:
+        _decisions[key] = (stored[0], dict(stored[1]))
+        return stored[0], dict(stored[1])
     x = torch.randn(tokens, linear.in_features, dtype=linear.weight.dtype)
     copies = _weight_copies(linear)
     fns: dict[str, Callable[[], object]] = {}
@@ -363,4 +368,5 @@ def choose_linear_impl(
         if times[impl] < times[choice] * (1 - margin):
             choice = impl
     _decisions[key] = (choice, times)
+    disk_cache.store("linear", repr(key), [choice, times])
     return choice, dict(times)  # type: ignore[return-value]
