@@ -1,6 +1,8 @@
 """The command line and the exports."""
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +392,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert err.value.code == 0
     assert capsys.readouterr().out.strip() == f"spatialmem {spatialmem.__version__}"
+
+
+def test_warnings_become_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A library warning (here: the orbit room's segments shrinking) is one log line, without
+    Python's source location."""
+    args = ["demo", "--scene", "0", "--frames", "24", "--no-preview", "--out", str(tmp_path)]
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="spatialmem"):
+        warnings.simplefilter("always")  # the suite ignores this warning elsewhere
+        assert main(args) == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(line.startswith("SegmentScaleWarning: the scale of this stream's") for line in lines)

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -836,6 +837,19 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as log lines like the command's others, without Python's source location (the
+    command's user did not write that line)."""
+    logger.warning("%s: %s", category.__name__, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spatialmem`` command.
 
@@ -860,7 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _log_warning
+            return int(args.func(args))
     except CliError as err:
         if args.verbose:
             traceback.print_exc()
