@@ -117,3 +117,17 @@ def test_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert disk_cache.cache_path() == tmp_path / "spatialmem" / "decisions.json"
     monkeypatch.setenv("SPATIALMEM_CACHE_DIR", str(tmp_path / "mine"))
     assert disk_cache.cache_path() == tmp_path / "mine" / "decisions.json"
+
+
+def test_a_malformed_entry_is_measured_over(cache_dir: Path, timings: list[str]) -> None:
+    layer = nn.Linear(8, 16)
+    choose_linear_impl(layer, tokens=4, candidates=("aten",))
+    path = cache_dir / "decisions.json"
+    data = json.loads(path.read_text())
+    entries = data["machines"][disk_cache.machine_fingerprint()]["linear"]
+    for key in entries:
+        entries[key] = "aten"  # not a (choice, seconds) pair
+    path.write_text(json.dumps(data))
+    clear_decisions()
+    assert choose_linear_impl(layer, tokens=4, candidates=("aten",))[0] == "aten"
+    assert timings == ["linear", "linear"]

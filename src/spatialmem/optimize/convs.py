@@ -110,10 +110,10 @@ def choose_conv_layout(
     if key in _decisions:
         pays, seconds = _decisions[key]
         return pays, dict(seconds)
-    stored = disk_cache.load("conv", repr(key))
-    if stored is not None:
-        _decisions[key] = (bool(stored[0]), dict(stored[1]))
-        return bool(stored[0]), dict(stored[1])
+    stored = disk_cache.load_decision("conv", repr(key))
+    if stored is not None and isinstance(stored[0], bool):
+        _decisions[key] = stored
+        return stored[0], dict(stored[1])
     inputs = [ref.new_zeros(1, 1, 1)] * (max(head.hooks) + 1)
     for hook, width in zip(head.hooks, head.dim_tokens, strict=True):
         inputs[hook] = torch.randn(1, grid[0] * grid[1], width, dtype=ref.dtype, device=ref.device)

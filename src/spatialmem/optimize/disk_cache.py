@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_path", "forget", "load", "machine_fingerprint", "store"]
+__all__ = ["cache_path", "forget", "load", "load_decision", "machine_fingerprint", "store"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,20 @@ def load(kind: str, key: str) -> Any | None:
         return None
     machines = _read(path).get("machines", {})
     return machines.get(machine_fingerprint(), {}).get(kind, {}).get(key)
+
+
+def load_decision(kind: str, key: str) -> tuple[Any, dict[str, float]] | None:
+    """A stored ``(choice, seconds)`` decision, or ``None`` when there is none or the entry is
+    not of that form (an edited or foreign file: measured again)."""
+    stored = load(kind, key)
+    if (
+        isinstance(stored, list)
+        and len(stored) == 2
+        and isinstance(stored[1], dict)
+        and all(isinstance(t, int | float) for t in stored[1].values())
+    ):
+        return stored[0], {str(k): float(t) for k, t in stored[1].items()}
+    return None
 
 
 def store(kind: str, key: str, value: Any) -> None:

@@ -322,9 +322,9 @@ def choose_linear_impl(
     if key in _decisions:
         impl, times = _decisions[key]
         return impl, dict(times)  # type: ignore[return-value]
-    stored = disk_cache.load("linear", repr(key))
+    stored = disk_cache.load_decision("linear", repr(key))
     if stored is not None and stored[0] in candidates:
-        _decisions[key] = (stored[0], dict(stored[1]))
+        _decisions[key] = stored
         return stored[0], dict(stored[1])
     x = torch.randn(tokens, linear.in_features, dtype=linear.weight.dtype)
     copies = _weight_copies(linear)
