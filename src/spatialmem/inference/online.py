@@ -208,9 +208,7 @@ class OnlineReconstructor(StreamLoop):
     this machine runs fastest, in float32, so results equal the eager model's within 1e-5. The
     model is not modified, and its weights are shared, not copied (packed weights, which
     would be copies, are left to ``optimize_for_inference(model, inplace=True)``; a model
-    already optimised so is used as it is); a DPT head's convolution weights laid out
-    channels-last, where that measures faster, are copies. ``optimize=False`` runs the model
-    eagerly.
+    already optimised so is used as it is). ``optimize=False`` runs the model eagerly.
 
     Every step runs under `torch.inference_mode`, so results and the memory state are
     inference tensors. The model must be in eval mode (training mode changes the memory's

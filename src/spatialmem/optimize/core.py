@@ -244,12 +244,13 @@ def optimize_for_inference(
       layout the plain one by 3 %; see
       [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]). A float32 copy does not
       pack: the packed weight would be a second copy beside the model's (on an AVX-512 Xeon,
-      +0.9-1.4 GB of peak memory for the published model, for a 4 % faster step); each DPT
-      head run at every step (a Spann3R's ``head1``: its ``head2`` predicts only a stream's
-      last frame) is timed with its convolution weights as they are and laid out
-      channels-last, the layout of its activations, and the laid-out copy is kept only when
-      at least 10 % faster (``InferencePlan.convs``, ``InferencePlan.conv_seconds``; see
-      [`choose_conv_layout`][spatialmem.optimize.choose_conv_layout]). On CUDA no layer
+      +0.9-1.4 GB of peak memory for the published model, for a 4 % faster step). In place,
+      each DPT head run at every step (a Spann3R's ``head1``: its ``head2`` predicts only a
+      stream's last frame) is timed with its convolution weights as they are and laid out
+      channels-last, the layout of its activations, and relaid only when at least 10 %
+      faster (``InferencePlan.convs``, ``InferencePlan.conv_seconds``; see
+      [`choose_conv_layout`][spatialmem.optimize.choose_conv_layout]); a copy keeps the
+      model's layout, as a laid-out copy would double those weights. On CUDA no layer
       is replaced (cuBLAS is the fast path); a [`Spann3R`][spatialmem.models.Spann3R]'s
       blocks and memory run as with ``"cuda_graph"`` (measured on an H200: 1.5x over eager in
       float32, outputs identical), other models eagerly; ``dtype`` applies.
@@ -407,7 +408,9 @@ def _decide(
     """Choose an implementation for every linear layer and the layout of the DPT heads'
     convolutions (measuring on CPU); change nothing."""
     plan = InferencePlan(dtype, backend, device.type, inplace, cpu, tokens)
-    if _relays_convs(device, backend):
+    if _relays_convs(device, backend) and (inplace or backend != "auto"):
+        # A copy's laid-out weights would sit beside the model's own, and inside the step the
+        # laid-out head measured level (see the performance page): "auto" relays in place only.
         _decide_convs(model, plan, measure=backend == "auto")
     if dtype == torch.qint8:  # quantised as a whole (see _quantize_int8)
         return plan
