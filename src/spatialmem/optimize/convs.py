@@ -6,7 +6,9 @@ weight it may reorder the weight on every call; a weight laid out channels-last 
 that. Whether it pays depends on the CPU and the torch build: on a 2-core AVX2 EPYC with torch
 2.14 the published model's head took the same time either way (327 against 325 ms, best of 16
 alternating calls at 224x224), while the copy of its laid-out weights costs 71 MiB per head. So
-it is timed, per head, as the step runs it.
+it is timed, per head, as the step runs it, and ``"auto"`` uses it only when converting a model
+in place, where relaying costs no memory (a sharing copy keeps the model's layout: on an
+AVX-512 Xeon the head measured level inside the step although timed alone it looked faster).
 """
 
 import functools
