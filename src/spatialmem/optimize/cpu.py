@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from spatialmem._checks import outside_stacklevel
+
 __all__ = ["BF16_SLOWDOWN_NOTE", "CpuFeatures", "cpu_features", "warn_bf16_emulated"]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,6 @@ def warn_bf16_emulated(features: CpuFeatures | None = None) -> bool:
             f"{BF16_SLOWDOWN_NOTE}. The run continues in bf16; use dtype=None (float32) for "
             "speed on this machine.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=outside_stacklevel(),
         )
     return True

@@ -15,6 +15,7 @@ cleared: [`clear_decisions`][spatialmem.optimize.clear_decisions]``(disk=True)``
 machine's entries.
 """
 
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from spatialmem.optimize.cpu import cpu_features
 
 __all__ = ["cache_path", "forget", "load", "load_decision", "machine_fingerprint", "store"]
 
@@ -45,24 +48,14 @@ def cache_path() -> Path | None:
     return Path(folder) / _FILE
 
 
+@functools.cache
 def machine_fingerprint() -> str:
-    """CPU model, torch's CPU capability, core count, architecture and torch version."""
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model and torch's CPU capability (as
+    [`cpu_features`][spatialmem.optimize.cpu_features] reads them), core count, architecture
+    and torch version."""
+    cpu = cpu_features()
     return "|".join(
-        [
-            model,
-            torch.backends.cpu.get_cpu_capability(),
-            str(os.cpu_count()),
-            platform.machine(),
-            torch.__version__,
-        ]
+        [cpu.name, cpu.capability, str(os.cpu_count()), platform.machine(), torch.__version__]
     )
 
 

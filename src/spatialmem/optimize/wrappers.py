@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from spatialmem._checks import internal_calls
+from spatialmem._checks import internal_calls, outside_stacklevel
 from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = ["GraphedCall", "autocast_forward", "compile_forward", "map_tensors", "wrap_forward"]
@@ -117,7 +117,7 @@ def compile_forward(
                         f"torch.compile of {name} failed ({type(err).__name__}: {err}); it runs "
                         "eagerly",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=outside_stacklevel(),
                     )
                 return out
 
