@@ -10,6 +10,7 @@ from spatialmem.data.rooms import (
     SPLIT_SIZE,
     RoomScene,
     RoomScenes,
+    parse_path_weights,
     room_sequence,
     scene_seed,
 )
@@ -107,6 +108,29 @@ def test_dataset_fresh_scenes_per_epoch_and_curriculum() -> None:
     held_out.set_epoch(3)
     assert held_out.scene_index(2) == 2, "evaluation splits keep their scenes"
     assert torch.equal(held_out[0].frame_indices, torch.tensor([0, 2, 4]))
+
+
+def test_path_weights_set_the_mix_of_camera_paths() -> None:
+    def kinds(**kwargs: object) -> list[str]:
+        data = RoomScenes(90, 2, 16, 24, **kwargs)  # type: ignore[arg-type]
+        return [data.scene(i).trajectory for i in range(90)]
+
+    natural = kinds()
+    assert {"walk", "orbit", "forward"} == set(natural)
+    only_orbits = kinds(path_weights={"orbit": 1.0})
+    assert set(only_orbits) == {"orbit"}
+    mixed = kinds(path_weights=parse_path_weights("orbit=3, walk=1"))
+    assert set(mixed) == {"orbit", "walk"}
+    assert 50 <= mixed.count("orbit") <= 85, "about three orbits for every walk"
+    assert mixed == kinds(path_weights={"walk": 1, "orbit": 3}), "a function of the seed"
+
+
+@pytest.mark.parametrize(
+    "text", ["orbit", "orbit=x", "spiral=1", "orbit=0", "orbit=1,orbit=2", "orbit=-1,walk=2"]
+)
+def test_bad_path_weights_are_named(text: str) -> None:
+    with pytest.raises(ValueError, match=r"path_weights|path weights"):
+        parse_path_weights(text)
 
 
 def test_bad_arguments_are_named() -> None:

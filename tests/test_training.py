@@ -40,6 +40,7 @@ from spatialmem.training import (
     init_distributed,
     make_loader,
     param_groups,
+    runner,
     train_step,
     unwrap_model,
     warmup_cosine,
@@ -379,6 +380,30 @@ def test_command_line_options_are_the_config_fields() -> None:
     assert "Frames per clip T" in options["num_frames"].help
     with pytest.raises(SystemExit):
         parser.parse_args(["--amp", "fp8"])
+    mix = ["--scenes", "rooms", "--path-weights", "orbit=2,walk=1"]
+    assert config_from_args(parser.parse_args(mix)).path_weights == "orbit=2,walk=1"
+
+
+def test_path_weights_and_min_interval_reach_the_dataset() -> None:
+    config = TrainConfig(scenes="rooms", path_weights="forward=1", num_scenes=3, batch_size=1)
+    assert {runner._dataset(config, 1).scene(i).trajectory for i in range(3)} == {"forward"}
+    with pytest.raises(ValueError, match="min_interval"):
+        TrainConfig(min_interval=3, max_interval=2)
+    fixed = TrainConfig(scenes="rooms", min_interval=2, max_interval=2, num_frames=3)
+    data = runner._dataset(fixed, 4)
+    for epoch in range(4):  # the whole curriculum, start to end
+        data.set_epoch(epoch)
+        assert torch.diff(data[0].frame_indices).eq(2).all()
+    assert runner._val_dataset(fixed)[0].frame_indices.tolist() == [0, 1, 2]
+    assert runner._val_dataset(dataclasses.replace(fixed, val_stride=2))[
+        0
+    ].frame_indices.tolist() == [0, 2, 4]
+    with pytest.raises(ValueError, match="val_stride"):
+        TrainConfig(val_stride=0)
+    with pytest.raises(ValueError, match="scenes='rooms'"):
+        TrainConfig(scenes="box", path_weights="orbit=1")
+    with pytest.raises(ValueError, match=r"TrainConfig\.path_weights.*unknown camera paths"):
+        TrainConfig(scenes="rooms", path_weights="spiral=1")
 
 
 def _free_port() -> int:

@@ -35,6 +35,7 @@ train[0].pts3d.shape                                # [5, 64, 96, 3]
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -53,6 +54,7 @@ __all__ = [
     "RoomScenes",
     "Split",
     "TrajectoryKind",
+    "parse_path_weights",
     "room_sequence",
     "scene_seed",
 ]
@@ -590,6 +592,11 @@ class RoomScenes(SceneClipDataset):
         num_epochs: total epochs (the curriculum's training ratio ``epoch / num_epochs``).
         stride: frame step of fixed clips.
         fresh_each_epoch: new scenes every epoch (default: only for the training split).
+        path_weights: relative weights of the camera paths, e.g. ``{"orbit": 2, "walk": 1,
+            "forward": 1}`` (kinds left out are never drawn); each scene's kind is then drawn
+            with these odds from its own seed. ``None``: the kind that
+            [`RoomScene.random`][spatialmem.data.rooms.RoomScene.random] draws (about a third
+            each).
     """
 
     def __init__(
@@ -606,8 +613,10 @@ class RoomScenes(SceneClipDataset):
         num_epochs: int = 1,
         stride: int = 2,
         fresh_each_epoch: bool | None = None,
+        path_weights: Mapping[str, int | float] | None = None,
     ) -> None:
         scene_seed(split, 0)  # validates the split
+        self._path_odds = None if path_weights is None else _path_odds(path_weights)
         super().__init__(
             num_scenes,
             num_frames,
@@ -629,4 +638,58 @@ class RoomScenes(SceneClipDataset):
 
     def scene(self, index: int) -> RoomScene:
         """The scene of item ``index`` at the current epoch."""
-        return RoomScene.random(scene_seed(self.split, self.scene_index(index)))
+        seed = scene_seed(self.split, self.scene_index(index))
+        if self._path_odds is None:
+            return RoomScene.random(seed)
+        # A generator of its own (salted) so the draw of the kind does not shift the room's.
+        gen = torch.Generator().manual_seed(seed ^ _PATH_SALT)
+        kind = get_args(TrajectoryKind)[int(torch.multinomial(self._path_odds, 1, generator=gen))]
+        return RoomScene.random(seed, trajectory=kind)
+
+
+_PATH_SALT = 0x5EED_CA3E
+"""Mixed into a scene's seed to draw its camera path under ``path_weights``."""
+
+
+def _path_odds(weights: Mapping[str, int | float]) -> Float[Tensor, "3"]:
+    """The weights as a tensor in the order of ``TrajectoryKind``, checked."""
+    kinds = get_args(TrajectoryKind)
+    unknown = sorted(set(weights) - set(kinds))
+    if unknown:
+        raise ValueError(f"`path_weights` has unknown camera paths {unknown}; known: {kinds}")
+    odds = [float(weights.get(kind, 0.0)) for kind in kinds]
+    if not all(math.isfinite(w) and w >= 0.0 for w in odds) or sum(odds) <= 0.0:
+        raise ValueError(
+            f"`path_weights` must be finite, >= 0 and not all 0, got {dict(weights)!r}"
+        )
+    return torch.tensor(odds)
+
+
+def parse_path_weights(text: str) -> dict[str, float]:
+    """Camera-path weights written as text, e.g. ``"orbit=2, walk=1, forward=1"``.
+
+    Args:
+        text: comma-separated ``kind=weight`` pairs, kinds among ``TrajectoryKind``.
+
+    Returns:
+        The weights by kind (checked as [`RoomScenes`][spatialmem.data.rooms.RoomScenes] checks
+        them).
+
+    Raises:
+        ValueError: a malformed pair, an unknown kind, a repeated kind or a bad weight.
+    """
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        kind, sep, value = (s.strip() for s in part.partition("="))
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or weight is None or kind in weights:
+            raise ValueError(
+                f"path weights must be comma-separated kind=weight pairs with each kind once, "
+                f"e.g. 'orbit=2,walk=1,forward=1'; got {text!r}"
+            )
+        weights[kind] = weight
+    _path_odds(weights)
+    return weights

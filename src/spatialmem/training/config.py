@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from spatialmem.data.rooms import parse_path_weights
 from spatialmem.training.optim import PAPER_LR
 from spatialmem.training.step import AmpMode
 
@@ -45,6 +46,7 @@ RESUME_FREE_FIELDS = frozenset(
         "stop_after",
         "val_every",
         "val_scenes",
+        "val_stride",
         "num_workers",
         "device",
         "torch_threads",
@@ -102,6 +104,10 @@ class TrainConfig:
     scenes: SceneKind = "box"
     """Training scenes: ``"box"`` (a textured room with one box, ``SyntheticScenes``) or
     ``"rooms"`` (``spatialmem.data.rooms.RoomScenes``)."""
+    path_weights: str | None = None
+    """Mix of camera paths of the training rooms (``scenes="rooms"`` only), e.g.
+    ``"orbit=2,walk=1,forward=1"``; kinds left out are not trained on. ``None``: the rooms' own
+    draw, about a third each. Validation clips keep the rooms' own mix."""
     num_frames: int = 5
     """Frames per clip ``T`` (paper: 5)."""
     height: int = 64
@@ -116,6 +122,11 @@ class TrainConfig:
     """Sample clip frames with the curriculum (growing, then shrinking interval)."""
     max_interval: int = 4
     """Curriculum ``T_max``: the largest interval between adjacent clip frames."""
+    min_interval: int = 1
+    """Curriculum ``T_min``: the interval between adjacent clip frames at the start of training
+    (paper: 1). Raise it to fine-tune at the frame step of inference, e.g.
+    ``min_interval = max_interval = 2`` for sequences streamed at a stride of 2, so that a
+    fine-tune does not start with a quarter of closer frames."""
     color_jitter: float = 0.0
     """Colour-jitter strength ``j`` in [0, 1]: per clip, brightness, contrast and saturation are
     scaled by factors drawn from ``[1 - j, 1 + j]`` (the same for all frames of the clip; input
@@ -132,8 +143,11 @@ class TrainConfig:
     """Evaluate the loss on fixed validation clips every this many optimiser steps (and at the
     last step); 0 disables validation."""
     val_scenes: int = 8
-    """Validation clips (frames ``0, s, 2 s, ...`` with ``s = max(max_interval // 2, 1)`` of
-    scenes disjoint from the training ones)."""
+    """Validation clips (frames ``0, s, 2 s, ...`` of scenes disjoint from the training ones;
+    ``s`` is ``val_stride``)."""
+    val_stride: int | None = None
+    """Frame step ``s`` of the validation clips; ``None``: ``max(max_interval // 2, 1)``. Set it
+    to the step the model will stream at, so that ``best.pt`` is the best there."""
     run_dir: str | None = None
     """Run directory: rank 0 writes ``metrics.csv`` (one row per optimiser step),
     ``loss.png`` and the resumable state ``last.pt`` (every ``save_every`` steps and at the end)
@@ -165,7 +179,7 @@ class TrainConfig:
         for name in ("save_every", "val_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("stop_after", "torch_threads"):
+        for name in ("stop_after", "torch_threads", "val_stride"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1 or None, got {value}")
@@ -177,10 +191,22 @@ class TrainConfig:
             )
         if self.scenes not in typing.get_args(SceneKind):
             raise ValueError(f"TrainConfig.scenes must be 'box' or 'rooms', got {self.scenes!r}")
+        if self.path_weights is not None:
+            if self.scenes != "rooms":
+                raise ValueError("TrainConfig.path_weights needs scenes='rooms'")
+            try:
+                parse_path_weights(self.path_weights)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig.path_weights: {err}") from None
         if self.resume and self.run_dir is None:
             raise ValueError("TrainConfig.resume needs a run_dir to resume from")
         if self.num_frames < 2:
             raise ValueError(f"TrainConfig.num_frames must be >= 2, got {self.num_frames}")
+        if not 1 <= self.min_interval <= self.max_interval:
+            raise ValueError(
+                f"TrainConfig.min_interval must lie in [1, max_interval={self.max_interval}], "
+                f"got {self.min_interval}"
+            )
         if self.curriculum and self.video_frames < self.num_frames:
             raise ValueError(
                 f"TrainConfig.video_frames={self.video_frames} must be >= "

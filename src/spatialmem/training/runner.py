@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from spatialmem.data.curriculum import CurriculumConfig
-from spatialmem.data.rooms import RoomScenes
+from spatialmem.data.rooms import RoomScenes, parse_path_weights
 from spatialmem.data.scenes import (
     SceneBatch,
     SceneClipDataset,
@@ -168,7 +168,11 @@ def _epochs(config: TrainConfig, ctx: DistributedContext) -> tuple[int, int]:
 
 def _dataset(config: TrainConfig, num_epochs: int) -> SceneClipDataset:
     curriculum = (
-        CurriculumConfig(max_interval=config.max_interval, num_frames=config.num_frames)
+        CurriculumConfig(
+            max_interval=config.max_interval,
+            min_interval=config.min_interval,
+            num_frames=config.num_frames,
+        )
         if config.curriculum
         else None
     )
@@ -183,6 +187,9 @@ def _dataset(config: TrainConfig, num_epochs: int) -> SceneClipDataset:
             curriculum=curriculum,
             video_frames=config.video_frames,
             num_epochs=num_epochs,
+            path_weights=(
+                None if config.path_weights is None else parse_path_weights(config.path_weights)
+            ),
         )
     return SyntheticScenes(
         config.num_scenes,
@@ -197,8 +204,9 @@ def _dataset(config: TrainConfig, num_epochs: int) -> SceneClipDataset:
 
 
 def _val_dataset(config: TrainConfig) -> SceneClipDataset:
-    """Fixed validation clips: frames ``0, s, 2 s, ...``, ``s = max(max_interval // 2, 1)``."""
-    stride = max(config.max_interval // 2, 1)
+    """Fixed validation clips: frames ``0, s, 2 s, ...``, ``s = val_stride`` (default
+    ``max(max_interval // 2, 1)``)."""
+    stride = config.val_stride or max(config.max_interval // 2, 1)
     if config.scenes == "rooms":
         return RoomScenes(
             config.val_scenes,
