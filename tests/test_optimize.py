@@ -513,6 +513,41 @@ def test_linears_are_timed_on_cold_weights() -> None:
         assert all(torch.equal(c.bias, layer.bias) for c in copies)
 
 
+def test_cold_timing_uses_the_models_own_layers_before_clones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spatialmem.optimize import linear as linear_module
+
+    monkeypatch.setattr(linear_module, "_cold_cache_bytes", lambda: 10 * 64 * 32 * 4)  # 10 layers
+    layer = nn.Linear(32, 64)
+    peers = [nn.Linear(32, 64) for _ in range(3)]
+    others = [nn.Linear(32, 64, bias=False), nn.Linear(64, 32), nn.Linear(32, 64).double()]
+    copies = linear_module._weight_copies(layer, [*others, peers[0], layer, *peers[1:]])
+    assert len(copies) == 10 and copies[0] is layer
+    assert copies[1:4] == peers, "same-shape layers first, each once, other shapes ignored"
+    assert all(torch.equal(c.weight, layer.weight) for c in copies[4:]), "then clones"
+    many = [nn.Linear(32, 64) for _ in range(20)]
+    assert linear_module._weight_copies(layer, many)[1:] == many[:9], "no clone when enough"
+
+
+def test_model_measurement_passes_each_layer_its_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spatialmem.optimize import core
+
+    seen: dict[tuple[int, ...], int] = {}
+
+    def fake_choose(layer: nn.Linear, **kwargs: object) -> tuple[str, dict[str, float]]:
+        peers = kwargs["peers"]
+        assert all(p.weight.shape == layer.weight.shape for p in peers)  # type: ignore[attr-defined]
+        seen[tuple(layer.weight.shape)] = len(peers)  # type: ignore[arg-type]
+        return "aten", {}
+
+    monkeypatch.setattr(core, "choose_linear_impl", fake_choose)
+    monkeypatch.setattr(core, "onednn_linear_available", lambda dtype: True)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 8), nn.Linear(8, 16))
+    core._decide(model, torch.float32, "auto", torch.device("cpu"), False, None, 4)
+    assert seen == {(16, 8): 2, (8, 16): 1}
+
+
 def test_cpu_features_read_from_torch() -> None:
     cpu = cpu_features()
     assert cpu.capability == torch.backends.cpu.get_cpu_capability()

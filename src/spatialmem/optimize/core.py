@@ -420,7 +420,11 @@ def _decide(
         logger.info("oneDNN linear ops do not run %s here: the linears stay eager", dtype)
         measure = False
     candidates = _linear_candidates(dtype, inplace)
-    for name, _, _, layer, gelu in _linears(model, skip_heads=bf16):
+    linears = list(_linears(model, skip_heads=bf16))
+    by_shape: dict[tuple[int, ...], list[nn.Linear]] = {}
+    for _, _, _, layer, _ in linears:
+        by_shape.setdefault(tuple(layer.weight.shape), []).append(layer)
+    for name, _, _, layer, gelu in linears:
         activation = "gelu" if gelu is not None else "none"
         impl: LinearImpl = "aten"
         seconds: dict[str, float] = {}
@@ -434,6 +438,7 @@ def _decide(
                 activation=activation,
                 autocast=bf16,
                 candidates=candidates,
+                peers=by_shape[tuple(layer.weight.shape)],
             )
         plan.layers.append(LayerChoice(name, _shape(layer), impl, activation, seconds))
     return plan
