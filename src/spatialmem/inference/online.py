@@ -206,9 +206,9 @@ class OnlineReconstructor(StreamLoop):
     made again when the model's converted weights changed (e.g. a checkpoint loaded into it): on
     CPU the linear layers take whichever of eager ``F.linear`` and oneDNN on the same weight
     this machine runs fastest, in float32, so results equal the eager model's within 1e-5. The
-    model is not modified, and its weights are shared, not copied (packed weights, which
-    would be copies, are left to ``optimize_for_inference(model, inplace=True)``; a model
-    already optimised so is used as it is). ``optimize=False`` runs the model eagerly.
+    model is not modified, and its weights are shared, not copied (a model already optimised
+    in place, ``optimize_for_inference(model, inplace=True)``, is used as it is).
+    ``optimize=False`` runs the model eagerly.
 
     Every step runs under `torch.inference_mode`, so results and the memory state are
     inference tensors. The model must be in eval mode (training mode changes the memory's

@@ -239,12 +239,13 @@ def optimize_for_inference(
 
     * ``"auto"`` (default): on CPU every ``nn.Linear`` (and ``Linear + GELU`` of the MLPs) is
       timed in its shape, with ``tokens`` rows, as eager ``F.linear``, oneDNN on the plain weight
-      and (in place, or in bf16) oneDNN on a weight reordered once, and the fastest is kept
-      (timed on cold weights as in the model; oneDNN must beat ``F.linear`` by 15 %, the packed
-      layout the plain one by 3 %; see
-      [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]). A float32 copy does not
-      pack: the packed weight would be a second copy beside the model's (on an AVX-512 Xeon,
-      +0.9-1.4 GB of peak memory for the published model, for a 4 % faster step). In place,
+      and (in bf16) oneDNN on a weight reordered once, and the fastest is kept (timed on cold
+      weights as in the model; oneDNN must beat ``F.linear`` by 15 %, the packed layout the
+      plain one by 3 %; see [`choose_linear_impl`][spatialmem.optimize.choose_linear_impl]).
+      float32 weights are not packed: in a copy the packed weight would be a second copy
+      beside the model's (on an AVX-512 Xeon, +0.9-1.4 GB of peak memory for the published
+      model, for a 4 % faster step), and in place the packing still raised the peak by 1.1 GB
+      there for a 2 % faster step. In place,
       each DPT head run at every step (a Spann3R's ``head1``: its ``head2`` predicts only a
       stream's last frame) is timed with its convolution weights as they are and laid out
       channels-last, the layout of its activations, and relaid only when at least 10 %
@@ -419,7 +420,7 @@ def _decide(
     if measure and not onednn_linear_available(dtype):
         logger.info("oneDNN linear ops do not run %s here: the linears stay eager", dtype)
         measure = False
-    candidates = _linear_candidates(dtype, inplace)
+    candidates = _linear_candidates(dtype)
     linears = list(_linears(model, skip_heads=bf16))
     by_shape: dict[tuple[int, ...], list[nn.Linear]] = {}
     for _, _, _, layer, _ in linears:
@@ -444,14 +445,15 @@ def _decide(
     return plan
 
 
-def _linear_candidates(dtype: torch.dtype, inplace: bool) -> tuple[LinearImpl, ...]:
-    """What ``"auto"`` may pick for a linear. A float32 sharing copy never packs: the packed
-    weight would sit beside the model's own, a second copy of every packed weight (on a 2-core
-    Xeon with AVX-512 the default stream of the published model then peaked at 4.4-4.8 GB
-    against eager's 3.5 GB, for a step 4 % faster); oneDNN on the plain weight shares it. In
-    place the packed weight replaces the original, so it costs nothing. (bf16 copies cast
+def _linear_candidates(dtype: torch.dtype) -> tuple[LinearImpl, ...]:
+    """What ``"auto"`` may pick for a linear. float32 never packs. In a sharing copy the packed
+    weight would sit beside the model's own (on a 2-core Xeon with AVX-512 the default stream
+    of the published model then peaked at 4.4-4.8 GB against eager's 3.5 GB, for a step 4 %
+    faster); oneDNN on the plain weight shares it. In place the packed weight replaces the
+    original, yet the same stream peaked at 4.6 GB against eager's 3.5 GB (the packing's
+    allocations are not returned to the system), for a step 2 % faster. (bf16 copies cast
     their weights anyway: see ``InferencePlan.cast``.)"""
-    if dtype == torch.float32 and not inplace:
+    if dtype == torch.float32:
         return ("aten", "onednn")
     return ("aten", "onednn", "onednn_packed")
 
