@@ -133,6 +133,13 @@ def test_bad_path_weights_are_named(text: str) -> None:
         parse_path_weights(text)
 
 
+@pytest.mark.usefixtures("without_typecheck")  # the library's own checks, as users run it
+@pytest.mark.parametrize("weights", ["orbit=2", {"orbit": None}, {"orbit": True}, {3: 1.0}])
+def test_path_weights_of_the_wrong_type_are_named(weights: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="path_weights"):
+        RoomScenes(4, 2, path_weights=weights)  # type: ignore[arg-type]
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises((ValueError, TypeError), match="trajectory"):
         RoomScene.random(0, trajectory="spiral")  # type: ignore[arg-type]

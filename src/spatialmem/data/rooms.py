@@ -653,10 +653,18 @@ _PATH_SALT = 0x5EED_CA3E
 
 def _path_odds(weights: Mapping[str, int | float]) -> Float[Tensor, "3"]:
     """The weights as a tensor in the order of ``TrajectoryKind``, checked."""
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            "`path_weights` must be a mapping of camera path to weight, e.g. {'orbit': 2, "
+            "'walk': 1} (parse_path_weights reads the text form), got "
+            f"{type(weights).__name__}"
+        )
     kinds = get_args(TrajectoryKind)
-    unknown = sorted(set(weights) - set(kinds))
+    unknown = sorted(map(str, set(weights) - set(kinds)))
     if unknown:
         raise ValueError(f"`path_weights` has unknown camera paths {unknown}; known: {kinds}")
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights.values()):
+        raise TypeError(f"`path_weights` values must be numbers, got {dict(weights)!r}")
     odds = [float(weights.get(kind, 0.0)) for kind in kinds]
     if not all(math.isfinite(w) and w >= 0.0 for w in odds) or sum(odds) <= 0.0:
         raise ValueError(
@@ -676,8 +684,11 @@ def parse_path_weights(text: str) -> dict[str, float]:
         them).
 
     Raises:
+        TypeError: ``text`` is not a string.
         ValueError: a malformed pair, an unknown kind, a repeated kind or a bad weight.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str such as 'orbit=2,walk=1', got {type(text).__name__}")
     weights: dict[str, float] = {}
     for part in text.split(","):
         kind, sep, value = (s.strip() for s in part.partition("="))
