@@ -23,7 +23,9 @@ Variants (all but ``untrained`` use the same weights):
 * ``segments``: the trained model streamed in overlapping segments
   (``spatialmem.inference.SegmentedReconstructor`` with the default ``Segments``: a fresh memory
   every 6 new frames, restarted on the previous segment's last 3, chained by similarity fits on
-  those 3); not in the paper, the demo's default for this model;
+  those 3, loops closed at the end by a similarity pose graph); not in the paper, the demo's
+  default for this model;
+* ``segments_chained``: the same segments without loop closure (``loop_closure=None``);
 * ``pairwise``: no memory at all: the pair model (``model.dust3r``) on (frame 0, frame t); frame
   t's points are view 2's (in frame 0's camera), frame 0's are view 1's of the first pair.
 
@@ -122,6 +124,8 @@ class Variant:
     segmented reconstructor) or ``"pair"`` (pair model only)."""
     trained: bool = True
     """Load the evaluated weights (``False``: seeded random init)."""
+    segments: Segments | None = None
+    """How a ``"segments"`` variant cuts the stream."""
 
 
 VARIANTS = (
@@ -133,9 +137,17 @@ VARIANTS = (
     Variant("untrained", "untrained", "random init with --seed", trained=False),
     Variant(
         "segments",
-        "segments of 6 + 3 overlap",
+        "segments of 6 + 3, loops closed",
         "SegmentedReconstructor(Segments(frames=6, overlap=3))",
         kind="segments",
+        segments=Segments(),
+    ),
+    Variant(
+        "segments_chained",
+        "segments of 6 + 3, chained only",
+        "SegmentedReconstructor(Segments(frames=6, overlap=3, loop_closure=None))",
+        kind="segments",
+        segments=Segments(loop_closure=None),
     ),
     Variant("pairwise", "pairwise, no memory", "pair model on (frame 0, frame t)", kind="pair"),
 )
@@ -224,7 +236,7 @@ def count_writes(memory: SpatialMemory) -> list[bool]:
 
 
 def run_stream(
-    model: Spann3R, images: Tensor, writes: list[bool], *, segments: bool = False
+    model: Spann3R, images: Tensor, writes: list[bool], *, segments: Segments | None = None
 ) -> tuple[Tensor, float, dict[str, int]]:
     """Stream ``images [T, 3, H, W]`` through the model: points, seconds, memory at the end.
 
@@ -232,13 +244,13 @@ def run_stream(
         model: a Spann3R in eval mode.
         images: the frames in [-1, 1].
         writes: the list ``count_writes`` fills for this model's memory (cleared here).
-        segments: stream in overlapping segments (the memory at the end is the last
-            segment's; writes are counted over all of them).
+        segments: stream in overlapping segments cut this way (the memory at the end is the
+            last segment's; writes are counted over all of them, loop pairs included).
     """
     writes.clear()
     recon: OnlineReconstructor | SegmentedReconstructor
-    if segments:
-        recon = SegmentedReconstructor(model, Segments(), optimize=False)
+    if segments is not None:
+        recon = SegmentedReconstructor(model, segments, optimize=False)
     else:
         recon = OnlineReconstructor(model, optimize=False)  # eager, as the pair model runs
     start = time.perf_counter()
@@ -590,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def run(v: Variant, images: Tensor) -> tuple[Tensor, float, dict[str, int]]:
         if v.kind == "pair":
             return run_pairwise(models[v.name], images, writes[v.name])
-        return run_stream(models[v.name], images, writes[v.name], segments=v.kind == "segments")
+        return run_stream(models[v.name], images, writes[v.name], segments=v.segments)
 
     # untimed warm-up of every model on 3 frames of the first sequence
     warm = room_sequence(0, 3, args.height, args.width, split="test", stride=args.stride)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from spatialmem.inference import Segments
 from spatialmem.memory import MemoryConfig, SpatialMemory
 from spatialmem.models import create_model
 
@@ -138,9 +139,10 @@ def test_variants_differ_in_config(run: dict[str, Any]) -> None:
         mem = s["memory"]
         assert mem["tokens"] == mem["frames_written"] * P
     # 8 frames fit in one segment of 6 + 3: streamed exactly as without segments.
-    assert v["segments"]["kind"] == "segments"
-    for seg, plain in zip(v["segments"]["per_sequence"], v["trained"]["per_sequence"], strict=True):
-        assert seg["acc"] == plain["acc"] and seg["memory"] == plain["memory"]
+    for name in ("segments", "segments_chained"):
+        assert v[name]["kind"] == "segments"
+        for seg, plain in zip(v[name]["per_sequence"], v["trained"]["per_sequence"], strict=True):
+            assert seg["acc"] == plain["acc"] and seg["memory"] == plain["memory"]
 
 
 def test_segments_restart_the_memory(ablation: ModuleType) -> None:
@@ -148,7 +150,7 @@ def test_segments_restart_the_memory(ablation: ModuleType) -> None:
     model = create_model("spann3r_tiny").eval()
     writes = ablation.count_writes(model.memory)
     images = torch.rand(14, 3, H, W) * 2 - 1
-    pts, _, mem = ablation.run_stream(model, images, writes, segments=True)
+    pts, _, mem = ablation.run_stream(model, images, writes, segments=Segments())
     assert pts.shape == (14, H, W, 3)
     # Segments of 9 frames: 0-8, then 6-14 (3 repeated + 5 new): 8 + 7 writes offered.
     assert mem["writes_offered"] == 8 + 7

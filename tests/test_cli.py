@@ -52,7 +52,7 @@ def test_demo_reconstructs_a_test_room_with_the_shipped_model(
     assert (out / "ground_truth.ply").is_file()
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(summary["files"]) == {"ply", "ground_truth", "preview"}
-    assert summary["streaming"] == "segments of 6 + 3"  # the demo's default
+    assert summary["streaming"] == "segments of 6 + 3, loops closed"  # the demo's default
 
 
 def test_demo_streams_in_segments_or_with_one_memory(
@@ -64,12 +64,17 @@ def test_demo_streams_in_segments_or_with_one_memory(
                 "--segments", seg, "--no-preview", "--json"]  # fmt: skip
         assert main(args) == 0
         summary = json.loads(capsys.readouterr().out)
-        assert summary["streaming"] == ("one memory" if seg == "off" else "segments of 2 + 1")
+        want = "one memory" if seg == "off" else "segments of 2 + 1, loops closed"
+        assert summary["streaming"] == want
         _, points[seg] = _read_ply(tmp_path / seg.replace(":", "_") / "scene.ply")
     # Segments of 3 frames: the first 3 frames are the same stream, later ones differ.
     first = 3 * 64 * 96
     assert np.array_equal(points["2:1"]["x"][: 2 * 64 * 96], points["off"]["x"][: 2 * 64 * 96])
     assert not np.allclose(points["2:1"]["x"][first:], points["off"]["x"][first:])
+    args = ["demo", "--out", str(tmp_path / "chained"), "--frames", "6", "--segments", "2:1",
+            "--no-loop-closure", "--no-preview", "--json"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["streaming"] == "segments of 2 + 1"
 
 
 def test_demo_prints_the_metric_table_and_the_speed(

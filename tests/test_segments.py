@@ -13,13 +13,13 @@ from torch import Tensor
 
 from conftest import tiny_spann3r
 from spatialmem.geometry import sim3, transform_points, umeyama
+from spatialmem.geometry.alignment import trimmed_umeyama
 from spatialmem.inference import (
     OnlineReconstructor,
     SegmentedReconstructor,
     Segments,
     SegmentScaleWarning,
 )
-from spatialmem.inference.segments import fit_segment
 from spatialmem.models import Spann3R
 from spatialmem.pipeline import reconstruct_frames
 
@@ -213,8 +213,8 @@ def test_the_fit_recovers_a_similarity_despite_outliers(
     world = transform_points(truth, local)
     world[:, :60] += 5.0 * torch.randn(1, 60, 3, generator=gen)  # 15 % gross outliers
     weights = torch.ones(1, 400)
-    fit = fit_segment(local, world, weights, trim=0.3)
+    fit = trimmed_umeyama(local, world, weights, trim=0.3)
     clean = transform_points(truth, local[:, 60:])
     torch.testing.assert_close(transform_points(fit, local[:, 60:]), clean, atol=1e-3, rtol=1e-3)
-    untrimmed = fit_segment(local, world, weights, trim=0.0)
+    untrimmed = trimmed_umeyama(local, world, weights, trim=0.0)
     assert (transform_points(untrimmed, local[:, 60:]) - clean).norm(dim=-1).mean() > 1e-2

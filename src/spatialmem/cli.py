@@ -3,6 +3,7 @@
 ground truth, run the bundled demo."""
 
 import argparse
+import dataclasses
 import difflib
 import json
 import logging
@@ -541,6 +542,8 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     fps = len(index) / seconds
     seg = args.segments
     streaming = "one memory" if seg is None else f"segments of {seg.frames} + {seg.overlap}"
+    if seg is not None and seg.loop_closure is not None:
+        streaming += ", loops closed"
     summary = {"output": str(out_dir), "model": args.model, "weights": weights,
                "streaming": streaming if isinstance(model, Spann3R) else "pair",
                "scene": args.scene, "frames": len(index), "seconds": round(seconds, 3),
@@ -663,6 +666,14 @@ def _add_segments_option(parser: argparse.ArgumentParser, default: str) -> None:
         "fits on OVERLAP repeated frames (for models whose memory registers a short horizon, "
         f"like the shipped small model), or off: one memory for the whole stream (default: "
         f"{default})",
+    )
+    parser.add_argument(
+        "--loop-closure",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --segments: recognise places seen again and spread the drift over the "
+        "segments when the stream ends (see spatialmem.inference.LoopClosure); "
+        "--no-loop-closure chains the segments only",
     )
 
 
@@ -869,6 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except CliError as err:
         _fail(str(err), err.exit_code)
+    if getattr(args, "segments", None) is not None and not args.loop_closure:
+        args.segments = dataclasses.replace(args.segments, loop_closure=None)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

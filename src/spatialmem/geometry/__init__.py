@@ -8,6 +8,7 @@ from spatialmem.geometry.alignment import (
     masked_median,
     median_scale,
     median_scale_shift,
+    trimmed_umeyama,
     umeyama,
 )
 from spatialmem.geometry.camera import (
@@ -20,6 +21,7 @@ from spatialmem.geometry.camera import (
 )
 from spatialmem.geometry.cameras import Cameras, estimate_cameras, estimate_focal, solve_pnp
 from spatialmem.geometry.normals import normals_from_pointmap
+from spatialmem.geometry.pose_graph import PointEdges, optimize_similarities
 from spatialmem.geometry.transforms import (
     compose,
     invert_rigid,
@@ -33,6 +35,7 @@ from spatialmem.geometry.transforms import (
 
 __all__ = [
     "Cameras",
+    "PointEdges",
     "apply_scale_shift",
     "compose",
     "depth_to_points",
@@ -45,6 +48,7 @@ __all__ = [
     "median_scale",
     "median_scale_shift",
     "normals_from_pointmap",
+    "optimize_similarities",
     "pixel_grid",
     "points_in_camera",
     "points_to_depth",
@@ -55,5 +59,6 @@ __all__ = [
     "sim3_scale",
     "solve_pnp",
     "transform_points",
+    "trimmed_umeyama",
     "umeyama",
 ]

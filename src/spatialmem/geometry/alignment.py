@@ -21,13 +21,14 @@ from torch import Tensor
 
 from spatialmem._checks import check_bool_mask, check_tensor, value_checks_enabled
 from spatialmem._typing import Bool, Float
-from spatialmem.geometry.transforms import sim3
+from spatialmem.geometry.transforms import sim3, transform_points
 
 __all__ = [
     "apply_scale_shift",
     "masked_median",
     "median_scale",
     "median_scale_shift",
+    "trimmed_umeyama",
     "umeyama",
 ]
 
@@ -170,6 +171,38 @@ def umeyama(
         eye = torch.eye(4, dtype=dtype, device=out.device)
         out = torch.where(degenerate[:, None, None], eye, out)
     return out
+
+
+def trimmed_umeyama(
+    src: Float[Tensor, "B N 3"],
+    dst: Float[Tensor, "B N 3"],
+    weights: Float[Tensor, "B N"],
+    trim: float,
+    *,
+    rounds: int = 2,
+) -> Float[Tensor, "B 4 4"]:
+    """Weighted [`umeyama`][spatialmem.geometry.alignment.umeyama] similarity refitted
+    ``rounds`` times without the ``trim`` fraction of points with the largest residuals, so
+    that a few badly predicted points do not tilt the fit.
+
+    Args:
+        src: ``[B, N, 3]`` points to map.
+        dst: ``[B, N, 3]`` the same points in the target coordinates.
+        weights: ``[B, N]`` non-negative weights (e.g. products of confidences).
+        trim: fraction of points left out of each refit, in ``[0, 1)``; ``0`` fits once on all.
+        rounds: refits after the first fit.
+
+    Returns:
+        ``[B, 4, 4]`` similarities mapping ``src`` onto ``dst``.
+    """
+    sim = umeyama(src, dst, weights=weights)
+    if trim <= 0:
+        return sim
+    for _ in range(rounds):
+        residual = (transform_points(sim, src) - dst).norm(dim=-1)
+        keep = residual <= torch.quantile(residual, 1.0 - trim, dim=1, keepdim=True)
+        sim = umeyama(src, dst, weights=weights, mask=keep)
+    return sim
 
 
 def masked_median(

@@ -10,6 +10,7 @@
   first (pair-confidence graph, then next-best-view or a maximum spanning tree), then reconstructed.
 """
 
+from spatialmem.inference.loops import LoopClosure
 from spatialmem.inference.offline import (
     OfflineOrder,
     OfflineResult,
@@ -24,6 +25,7 @@ from spatialmem.inference.segments import SegmentedReconstructor, Segments, Segm
 
 __all__ = [
     "FrameResult",
+    "LoopClosure",
     "OfflineOrder",
     "OfflineResult",
     "OnlineReconstructor",

@@ -12,7 +12,10 @@ coordinates. Everything stays online: the map is fitted on frames processed befo
 segment's new frames is returned.
 
 The price is ``overlap / segment_frames`` extra frame passes (0.5 with the defaults) and drift
-that grows with the number of segments rather than a memory that forgets; with a model whose
+that grows with the number of segments rather than a memory that forgets. When the camera comes
+back to a place it has seen, the stream's [`LoopClosure`][spatialmem.inference.LoopClosure]
+(on by default) pairs the two views and spreads the drift over the segments at the end of the
+stream (see [`spatialmem.inference.loops`][spatialmem.inference.loops]). With a model whose
 memory registers the whole sequence, plain streaming
 ([`OnlineReconstructor`][spatialmem.inference.OnlineReconstructor]) is the method of the paper.
 """
@@ -20,6 +23,7 @@ memory registers the whole sequence, plain streaming
 import collections
 import dataclasses
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +31,9 @@ from torch import Tensor
 
 from spatialmem._checks import internal_calls, outside_stacklevel
 from spatialmem._typing import Float
-from spatialmem.geometry.alignment import umeyama
-from spatialmem.geometry.transforms import transform_points
+from spatialmem.geometry.alignment import trimmed_umeyama
+from spatialmem.geometry.transforms import sim3_scale, transform_points
+from spatialmem.inference.loops import LoopClosure, LoopGraph
 from spatialmem.inference.online import (
     FrameResult,
     OnlineReconstructor,
@@ -67,6 +72,9 @@ class Segments:
     """Warn ([`SegmentScaleWarning`][spatialmem.inference.SegmentScaleWarning]) at the end of a
     stream when a segment's scale relative to the first segment fell below ``1 / warn_scale``
     or rose above ``warn_scale`` (``0.0``: never)."""
+    loop_closure: LoopClosure | None = dataclasses.field(default_factory=LoopClosure)
+    """Recognise places seen again and spread the drift over the segments at the end of the
+    stream (see [`LoopClosure`][spatialmem.inference.LoopClosure]); ``None``: chain only."""
 
     def __post_init__(self) -> None:
         for name in ("frames", "overlap"):
@@ -82,30 +90,16 @@ class Segments:
             or not (scale == 0 or scale > 1)
         ):
             raise ValueError(f"`warn_scale` must be 0 (off) or a number > 1, got {scale!r}")
+        if self.loop_closure is not None and not isinstance(self.loop_closure, LoopClosure):
+            raise TypeError(
+                "`loop_closure` must be a LoopClosure or None, got "
+                f"{type(self.loop_closure).__name__}"
+            )
 
     @property
     def length(self) -> int:
         """Processed frames per segment (``overlap + frames``)."""
         return self.overlap + self.frames
-
-
-def fit_segment(
-    local: Float[Tensor, "B N 3"],
-    world: Float[Tensor, "B N 3"],
-    weights: Float[Tensor, "B N"],
-    trim: float,
-) -> Float[Tensor, "B 4 4"]:
-    """Similarity mapping a segment's points onto the same pixels' points in the sequence's
-    coordinates: weighted Umeyama, then refitted twice without the ``trim`` fraction of pixels
-    with the largest residuals."""
-    sim = umeyama(local, world, weights=weights)
-    if trim <= 0:
-        return sim
-    for _ in range(2):
-        residual = (transform_points(sim, local) - world).norm(dim=-1)
-        keep = residual <= torch.quantile(residual, 1.0 - trim, dim=1, keepdim=True)
-        sim = umeyama(local, world, weights=weights, mask=keep)
-    return sim
 
 
 class SegmentedReconstructor(StreamLoop):
@@ -122,6 +116,15 @@ class SegmentedReconstructor(StreamLoop):
     does): the first segment's results are exactly that stream's, a stream no longer than one
     segment is reconstructed exactly as without segments, and every later segment is its
     stream mapped by one similarity.
+
+    **Loop closure** (``segments.loop_closure``, on by default): revisits are detected and
+    paired as the frames arrive, and the pose graph is solved in
+    [`finish`][spatialmem.inference.SegmentedReconstructor.finish]. Results already returned
+    stay as they were chained; [`run`][spatialmem.inference.SegmentedReconstructor.run] returns
+    the closed reconstruction, and
+    [`close_loops`][spatialmem.inference.SegmentedReconstructor.close_loops] moves results
+    collected from [`step`][spatialmem.inference.SegmentedReconstructor.step] or
+    [`stream`][spatialmem.inference.StreamLoop.stream] the same way.
 
     Example:
         ```python
@@ -175,6 +178,9 @@ class SegmentedReconstructor(StreamLoop):
         self._recent: collections.deque[FrameResult] = collections.deque(
             maxlen=self.segments.overlap
         )
+        loops = self.segments.loop_closure
+        self._loops = None if loops is None else LoopGraph(loops, self._run_pair)
+        self._pair: OnlineReconstructor | None = None
 
     @property
     def num_inputs(self) -> int:
@@ -198,7 +204,9 @@ class SegmentedReconstructor(StreamLoop):
         """Scale of every segment of the stream in the sequence's coordinates, relative to the
         first segment (``1`` for the first): the cube root of its similarity's determinant.
         ``[S]`` for an unbatched stream, ``[S, B]`` for a batched one; ``None`` before the first
-        frame.
+        frame. After [`finish`][spatialmem.inference.SegmentedReconstructor.finish] with loop
+        closure on, the scales after the loops were closed (the end-of-stream warning looks at
+        the chained ones).
 
         A model that registers the camera motion keeps these near ``1`` (the shipped small
         model on the synthetic rooms' walk-throughs and forward paths: within 0.5-2). Values
@@ -208,9 +216,78 @@ class SegmentedReconstructor(StreamLoop):
         shrink 30-100x over 48 frames; see the results page)."""
         if self._num_processed == 0:
             return None
-        first = self._scales[0].new_ones(()) if self._scales else torch.ones(())
-        scales = torch.stack([first.expand(self._batch), *self._scales])  # [S, B]
+        closed = None if self._loops is None else self._loops.closed_scales()
+        if closed is not None:
+            scales = closed
+        else:
+            first = self._scales[0].new_ones(()) if self._scales else torch.ones(())
+            scales = torch.stack([first.expand(self._batch), *self._scales])  # [S, B]
         return scales[:, 0] if self._unbatched else scales
+
+    @property
+    def loops(self) -> list[tuple[int, int]] | list[list[tuple[int, int]]] | None:
+        """The loops closed at the end of the stream: ``(earlier, later)`` processed-frame
+        indices of every revisit kept in the pose graph (a list per stream of a batched
+        stream); ``None`` before [`finish`][spatialmem.inference.SegmentedReconstructor.finish]
+        or without loop closure."""
+        if self._loops is None or self._loops.corrections is None:
+            return None
+        closed = self._loops.closed
+        return closed[0] if self._unbatched else closed
+
+    def close_loops(self, results: list[FrameResult]) -> list[FrameResult]:
+        """Move results returned by this stream's
+        [`step`][spatialmem.inference.SegmentedReconstructor.step] and
+        [`finish`][spatialmem.inference.SegmentedReconstructor.finish] to where the loop
+        closure put their segments (call it after
+        [`finish`][spatialmem.inference.SegmentedReconstructor.finish]).
+
+        Args:
+            results: results of this stream (any subset, any order).
+
+        Returns:
+            The results with corrected ``pts3d``, in the same order; unchanged without loop
+            closure or when no loop was found.
+
+        Raises:
+            RuntimeError: the stream is not finished.
+        """
+        if not self._finished:
+            raise RuntimeError("close_loops() needs a finished stream: call finish() first")
+        if self._loops is None:
+            return list(results)
+        closed = []
+        for result in results:
+            correction = self._loops.correction_of(result.index)
+            if correction is None:
+                closed.append(result)
+                continue
+            pts3d = result.pts3d
+            flat = pts3d.reshape(correction.shape[0], -1, 3)
+            moved = transform_points(correction, flat.float()).to(pts3d.dtype)
+            closed.append(dataclasses.replace(result, pts3d=moved.reshape(pts3d.shape)))
+        return closed
+
+    def run(
+        self, frames: Iterable[Tensor], *, progress: bool = False, reset: bool = True
+    ) -> list[FrameResult]:
+        """Reconstruct a whole sequence, loops closed: the results of
+        [`stream`][spatialmem.inference.StreamLoop.stream] passed through
+        [`close_loops`][spatialmem.inference.SegmentedReconstructor.close_loops] (the same
+        results when ``loop_closure`` is ``None`` or no loop was found).
+
+        Args:
+            frames: as for [`stream`][spatialmem.inference.StreamLoop.stream].
+            progress: show a ``tqdm`` progress bar (optional dependency, extra ``eval``).
+            reset: start a new stream first (``False``: continue the current one).
+
+        Returns:
+            One [`FrameResult`][spatialmem.inference.FrameResult] per processed frame, in order.
+
+        Raises:
+            ValueError: as for [`stream`][spatialmem.inference.StreamLoop.stream].
+        """
+        return self.close_loops(super().run(frames, progress=progress, reset=reset))
 
     @property
     def num_segments(self) -> int:
@@ -258,7 +335,11 @@ class SegmentedReconstructor(StreamLoop):
                 if index == 0:
                     self._unbatched = frame.ndim == 3
                     self._batch = 1 if self._unbatched else frame.shape[0]
+                    if self._loops is not None:
+                        eye = torch.eye(4, device=frame.device).expand(self._batch, 4, 4)
+                        self._loops.start_segment(eye)
                 result = None if local is None else self._to_sequence(local)
+                self._remember(index, frame)
             else:
                 # A new segment changes the stream before the frame is fed: check it first so
                 # that a refused frame leaves the stream intact (same package: its own checks).
@@ -284,11 +365,12 @@ class SegmentedReconstructor(StreamLoop):
             raise RuntimeError("this stream is already finished; call reset() to start a new one")
         local = self._inner.finish()
         self._finished = True
-        self._warn_scale()
-        if local is None:
-            return None
         with torch.inference_mode():
-            return self._to_sequence(local)
+            last = None if local is None else self._to_sequence(local)
+            if self._loops is not None and self._num_processed > 0:
+                self._loops.solve()
+        self._warn_scale()
+        return last
 
     # ------------------------------------------------------------------ internals
     def _feed(self, frame: Tensor, ids: tuple[int, int]) -> FrameResult | None:
@@ -316,8 +398,27 @@ class SegmentedReconstructor(StreamLoop):
         assert out is not None
         local.append(out)
         self._sim = self._fit(local, anchors)
-        self._scales.append(torch.linalg.det(self._sim[:, :3, :3]).abs().pow(1.0 / 3.0))
+        self._scales.append(sim3_scale(self._sim))
+        if self._loops is not None:
+            self._loops.start_segment(self._sim)
+            for out in local[:-1]:  # the overlap, in the new segment's coordinates
+                self._loops.add_points(out, self._fed[out.index][0], returned=False)
+        self._remember(ids[0], frame)
         return closing
+
+    def _remember(self, index: int, frame: Tensor) -> None:
+        """Give a newly processed frame to the loop closure (a revisit is paired now)."""
+        if self._loops is not None:
+            images = frame if frame.ndim == 4 else frame[None]
+            self._loops.add_frame(index, images.detach().clone())
+
+    def _run_pair(self, early: Tensor, late: Tensor) -> tuple[FrameResult, FrameResult]:
+        """Stream two frames ``[3, H, W]`` alone through the network the segments run."""
+        if self._pair is None:
+            net = self._inner._net if self._inner._net is not None else self.model
+            self._pair = OnlineReconstructor(net, optimize=False)
+        first, second = self._pair.run(torch.stack([early, late]))
+        return first, second
 
     def _warn_scale(self) -> None:
         """Once per stream (one host sync): warn when a segment's scale ran away."""
@@ -348,7 +449,7 @@ class SegmentedReconstructor(StreamLoop):
             return x.reshape(b, -1, 3) if name == "pts3d" else x.reshape(b, -1)
 
         weights = flat(local, "conf") * flat(anchors, "conf")
-        return fit_segment(
+        return trimmed_umeyama(
             flat(local, "pts3d").float(),
             flat(anchors, "pts3d").float(),
             weights.float(),
@@ -363,6 +464,8 @@ class SegmentedReconstructor(StreamLoop):
             flat = pts3d.reshape(self._sim.shape[0], -1, 3)  # [B, H W, 3], B = 1 unbatched
             moved = transform_points(self._sim, flat.float()).to(pts3d.dtype)
             pts3d = moved.reshape(pts3d.shape)
+        if self._loops is not None:
+            self._loops.add_points(local, index, returned=True)
         result = dataclasses.replace(local, index=index, input_index=input_index, pts3d=pts3d)
         self._recent.append(result)
         return result
