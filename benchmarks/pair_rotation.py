@@ -1,0 +1,100 @@
+"""How much of the camera's turn between two frames a Spann3R model registers.
+
+Each pair of frames ``(a, a + gap)`` of a synthetic room is streamed alone (a 2-frame
+``OnlineReconstructor`` stream). Each predicted frame is then fitted to its ground truth, in
+frame ``a``'s camera, by its own similarity (Umeyama). If the model placed frame ``a + gap``
+where it belongs relative to frame ``a``, the two fits are the same; the rotation between them
+is the turn the model missed. The true turn between the two cameras is printed beside it: an
+error equal to the true turn means the second frame was drawn in its own camera, as if the
+camera had not moved.
+
+    python benchmarks/pair_rotation.py                          # shipped weights, val rooms 0-6
+    python benchmarks/pair_rotation.py --weights model.pt --rooms 0:20 --gaps 2,4
+
+Prints one row per room and gap (medians over the pairs) and writes
+``benchmarks/results/pair_rotation.json``.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from _common import markdown_table, write_json
+from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
+from spatialmem.data.scenes import SceneClip
+from spatialmem.geometry import (
+    invert_rigid,
+    rotation_angle_deg,
+    sim3_scale,
+    transform_points,
+    umeyama,
+)
+from spatialmem.inference import OnlineReconstructor
+from spatialmem.interop import load_checkpoint
+from spatialmem.models import Spann3R, create_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pair_rotation.json"
+
+
+def missed_turn(model: Spann3R, clip: SceneClip, first: int, second: int) -> tuple[float, float]:
+    """``(true turn, missed turn)`` in degrees between frames ``first`` and ``second``."""
+    out = OnlineReconstructor(model, optimize=False).run(clip.images[[first, second]])
+    to_first = invert_rigid(clip.camera_pose[first])[None]
+    fits = []
+    for result, frame in zip(out, (first, second), strict=True):
+        truth = transform_points(to_first, clip.pts3d[frame].reshape(1, -1, 3))
+        pred = result.pts3d.reshape(1, -1, 3).float()
+        fits.append(umeyama(pred, truth, mask=clip.valid[frame].reshape(1, -1))[0])
+    error = torch.linalg.inv(fits[0]) @ fits[1]
+    missed = rotation_angle_deg(error[:3, :3] / sim3_scale(error), torch.eye(3))
+    rotations = clip.camera_pose[[first, second], :3, :3]
+    return float(rotation_angle_deg(rotations[0], rotations[1])), float(missed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
+    parser.add_argument("--model", default="spann3r_small_synthetic")
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--rooms", default="0:7", help="FIRST:LAST rooms of the split")
+    parser.add_argument("--gaps", default="2,4,8", help="frames between the two of a pair")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs per room and gap")
+    args = parser.parse_args(argv)
+    first, last = (int(v) for v in args.rooms.split(":"))
+    gaps = [int(v) for v in args.gaps.split(",")]
+    model = create_model(args.model, pretrained=args.weights is None).eval()
+    if args.weights is not None:
+        load_checkpoint(model, args.weights)
+    rows = []
+    with torch.inference_mode():
+        for room in range(first, last):
+            clip = room_sequence(room, 48, split=args.split)
+            path = RoomScene.random(scene_seed(args.split, room)).trajectory
+            for gap in gaps:
+                starts = range(
+                    0, clip.num_frames - gap, max(1, (clip.num_frames - gap) // args.pairs)
+                )
+                turns = [missed_turn(model, clip, a, a + gap) for a in list(starts)[: args.pairs]]
+                rows.append({
+                    "room": room, "path": path, "gap": gap,
+                    "true_turn": statistics.median(t for t, _ in turns),
+                    "missed_turn": statistics.median(m for _, m in turns),
+                })  # fmt: skip
+    table = markdown_table(
+        rows,
+        [("room", "room"), ("path", "camera path"), ("gap", "gap (frames)"),
+         ("true_turn", "true turn (deg)", ".1f"), ("missed_turn", "missed turn (deg)", ".1f")],
+    )  # fmt: skip
+    sys.stdout.write(f"{table}\n")
+    weights = args.weights or "shipped"
+    write_json(
+        RESULTS, {"model": args.model, "weights": weights, "split": args.split, "rows": rows}
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""benchmarks/pair_rotation.py: the missed turn is zero for a prediction that follows the
+cameras, the true turn for one drawn in each frame's own camera, and the script writes its rows."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from spatialmem.data.rooms import room_sequence
+from spatialmem.geometry import invert_rigid, transform_points
+from spatialmem.inference import FrameResult
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    sys.path.insert(0, str(BENCH))  # the script imports `_common` from its folder
+    try:
+        spec = importlib.util.spec_from_file_location("pair_rotation", BENCH / "pair_rotation.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _oracle(clip: Any, own_camera: bool) -> type:
+    """A stand-in for OnlineReconstructor whose 2-frame "predictions" are the ground truth,
+    in the first frame's camera (``own_camera=False``) or each in its own camera."""
+
+    class Oracle:
+        def __init__(self, model: object, optimize: bool) -> None:
+            pass
+
+        def run(self, images: torch.Tensor) -> list[FrameResult]:
+            frames = [
+                next(i for i in range(clip.num_frames) if torch.equal(clip.images[i], image))
+                for image in images
+            ]
+            out = []
+            for k, frame in enumerate(frames):
+                camera = frame if own_camera else frames[0]
+                to_camera = invert_rigid(clip.camera_pose[camera])[None]
+                pts = transform_points(to_camera, clip.pts3d[frame].reshape(1, -1, 3))
+                conf = torch.ones(clip.pts3d.shape[1:3])
+                out.append(FrameResult(k, k, pts.reshape(clip.pts3d.shape[1:]), conf, images[k]))
+            return out
+
+    return Oracle
+
+
+def test_the_missed_turn_is_zero_for_registered_frames_and_the_turn_for_unregistered(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = room_sequence(4, 12, split="val")  # an orbit: the camera turns
+    monkeypatch.setattr(script, "OnlineReconstructor", _oracle(clip, own_camera=False))
+    turn, missed = script.missed_turn(SimpleNamespace(), clip, 2, 8)
+    assert turn > 20 and missed < 0.5
+    monkeypatch.setattr(script, "OnlineReconstructor", _oracle(clip, own_camera=True))
+    turn_again, missed = script.missed_turn(SimpleNamespace(), clip, 2, 8)
+    assert turn_again == turn and missed == pytest.approx(turn, abs=0.5)
+
+
+def test_the_script_prints_and_writes_a_row_per_room_and_gap(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "pair_rotation.json")
+    assert script.main(["--rooms", "0:1", "--gaps", "2,4", "--pairs", "2"]) == 0
+    assert "missed turn (deg)" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "pair_rotation.json").read_text())["rows"]
+    assert [(r["room"], r["gap"]) for r in rows] == [(0, 2), (0, 4)]
+    assert all(0 <= r["missed_turn"] <= 180 and r["true_turn"] > 0 for r in rows)
