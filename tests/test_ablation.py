@@ -1,20 +1,17 @@
 """The memory ablation script (benchmarks/ablation.py): a tiny end-to-end run and its variants."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
+from conftest import load_benchmark
 from spatialmem.inference import Segments
 from spatialmem.memory import MemoryConfig, SpatialMemory
 from spatialmem.models import create_model
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 FRAMES, H, W = 8, 32, 48  # spann3r_tiny: patch 16, 2 x 3 = 6 tokens per frame
 P = (H // 16) * (W // 16)
 PAGE = """# Results
@@ -31,15 +28,7 @@ Text after.
 
 @pytest.fixture(scope="module")
 def ablation() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the script imports `_common` from its folder
-    try:
-        spec = importlib.util.spec_from_file_location("ablation", BENCH / "ablation.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_benchmark("ablation")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 """benchmarks/pair_rotation.py: the missed turn is zero for a prediction that follows the
 cameras, the true turn for one drawn in each frame's own camera, and the script writes its rows."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -11,24 +9,15 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import load_benchmark
 from spatialmem.data.rooms import room_sequence
 from spatialmem.geometry import invert_rigid, transform_points
 from spatialmem.inference import FrameResult
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the script imports `_common` from its folder
-    try:
-        spec = importlib.util.spec_from_file_location("pair_rotation", BENCH / "pair_rotation.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_benchmark("pair_rotation")
 
 
 def _oracle(clip: Any, own_camera: bool) -> type:
