@@ -94,3 +94,13 @@ def load_benchmark(name: str) -> ModuleType:
     finally:
         sys.path.remove(str(BENCHMARKS))
     return module
+
+
+def random_similarity(gen: torch.Generator, spread: float = 1.0) -> torch.Tensor:
+    """A seeded random similarity ``[4, 4]``: rotation vector, translation and log scale of
+    size about ``spread`` (the scale's a third of it)."""
+    from spatialmem.geometry import sim3, skew
+
+    rotation = torch.linalg.matrix_exp(skew(torch.randn(3, generator=gen) * spread))
+    scale = torch.exp(torch.randn((), generator=gen) * 0.3 * spread)
+    return sim3(scale, rotation, torch.randn(3, generator=gen) * spread)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import tiny_spann3r
-from spatialmem.geometry import invert_sim3, sim3, transform_points
+from conftest import random_similarity, tiny_spann3r
+from spatialmem.geometry import invert_sim3, transform_points
 from spatialmem.inference import FrameResult, LoopClosure, SegmentedReconstructor, Segments
 from spatialmem.inference.loops import LoopGraph
 from spatialmem.models import Spann3R
@@ -62,14 +62,6 @@ def test_a_revisit_is_found_paired_and_moves_the_later_segments(model: Spann3R) 
     assert bool(torch.isfinite(_pts(recon.results)).all())
 
 
-def _similarity(gen: torch.Generator, spread: float) -> Tensor:
-    skew = torch.zeros(3, 3)
-    skew[0, 1], skew[0, 2], skew[1, 2] = (torch.randn(3, generator=gen) * spread).tolist()
-    rotation = torch.linalg.matrix_exp(skew - skew.T)
-    scale = torch.exp(torch.randn((), generator=gen) * spread)
-    return sim3(scale, rotation, torch.randn(3, generator=gen) * spread)
-
-
 def test_the_pose_graph_undoes_a_drifting_chain_when_the_loop_closes() -> None:
     """Exact predictions in every segment's and the pair's own coordinates, and chained poses
     that drift a little more at every segment: closing the loop puts every frame back."""
@@ -79,7 +71,7 @@ def test_the_pose_graph_undoes_a_drifting_chain_when_the_loop_closes() -> None:
     images = torch.rand(num_frames, 3, H, W, generator=gen) * 2 - 1
     images[12] = images[0]  # frame 12 sees what frame 0 saw
     world[12] = world[0]
-    pair_frame = _similarity(gen, 0.5)  # the pair's own coordinates
+    pair_frame = random_similarity(gen, 0.5)  # the pair's own coordinates
 
     def result(index: int, points: Tensor) -> FrameResult:
         conf = torch.ones(H, W)
@@ -94,10 +86,10 @@ def test_the_pose_graph_undoes_a_drifting_chain_when_the_loop_closes() -> None:
 
     graph = LoopGraph(LoopClosure(min_similarity=0.9), run_pair)
     starts = list(range(0, num_frames - length + 1, new))
-    drift = _similarity(gen, 0.05)
+    drift = random_similarity(gen, 0.05)
     chained = []
     for k, start in enumerate(starts):
-        truth = _similarity(gen, 1.0) if k else torch.eye(4)
+        truth = random_similarity(gen, 1.0) if k else torch.eye(4)
         chained.append(truth @ torch.linalg.matrix_power(drift, k))
         graph.start_segment(chained[-1][None])
         for frame in range(start, start + length):

@@ -7,25 +7,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
+from conftest import random_similarity
 from spatialmem.geometry import (
     PointEdges,
     invert_sim3,
     optimize_similarities,
     sim3,
+    skew,
     transform_points,
 )
 
 
 def _rotation(w: Tensor) -> Tensor:
-    skew = torch.zeros(3, 3)
-    skew[0, 1], skew[0, 2], skew[1, 2] = -w[2], w[1], -w[0]
-    return torch.linalg.matrix_exp(skew - skew.T)
-
-
-def _random_sim(gen: torch.Generator, spread: float = 1.0) -> Tensor:
-    w = torch.randn(3, generator=gen) * spread
-    scale = torch.exp(torch.randn((), generator=gen) * 0.3 * spread)
-    return sim3(scale, _rotation(w), torch.randn(3, generator=gen) * spread)
+    return torch.linalg.matrix_exp(skew(w))
 
 
 def _graph(
@@ -58,9 +52,9 @@ def test_consistent_correspondences_are_recovered_from_a_perturbed_start(
     seed: int, num: int
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
-    truth = torch.stack([_random_sim(gen) for _ in range(num)])
+    truth = torch.stack([random_similarity(gen) for _ in range(num)])
     edges = _graph(truth, _chain_with_loops(num), gen)
-    start = torch.stack([truth[0]] + [t @ _random_sim(gen, 0.1) for t in truth[1:]])
+    start = torch.stack([truth[0]] + [t @ random_similarity(gen, 0.1) for t in truth[1:]])
     got = optimize_similarities(start, edges)
     assert torch.equal(got[0], truth[0])  # the fixed node is untouched
     torch.testing.assert_close(got, truth, atol=2e-3, rtol=2e-3)
@@ -71,7 +65,7 @@ def test_a_global_similarity_of_the_start_carries_through(seed: int) -> None:
     """Residuals in each reference node's coordinates: moving, turning or scaling the whole
     world (start poses included) moves the solution the same way."""
     gen = torch.Generator().manual_seed(seed)
-    truth = torch.stack([_random_sim(gen) for _ in range(5)])
+    truth = torch.stack([random_similarity(gen) for _ in range(5)])
     edges = _graph(truth, _chain_with_loops(5), gen)
     # Noisy correspondences, so that the solution is a compromise, not the truth.
     noisy = PointEdges(
@@ -81,7 +75,7 @@ def test_a_global_similarity_of_the_start_carries_through(seed: int) -> None:
         edges.other_points,
         edges.weights,
     )
-    start = torch.stack([truth[0]] + [t @ _random_sim(gen, 0.1) for t in truth[1:]])
+    start = torch.stack([truth[0]] + [t @ random_similarity(gen, 0.1) for t in truth[1:]])
     world = sim3(torch.tensor(3.0), _rotation(torch.tensor([0.3, -1.0, 0.5])), torch.ones(3))
     plain = optimize_similarities(start, noisy)
     moved = optimize_similarities(world @ start, noisy)
@@ -112,12 +106,12 @@ def test_a_loop_spreads_the_drift_over_the_chain() -> None:
 
 def test_trimming_ignores_a_few_wild_correspondences() -> None:
     gen = torch.Generator().manual_seed(1)
-    truth = torch.stack([_random_sim(gen) for _ in range(4)])
+    truth = torch.stack([random_similarity(gen) for _ in range(4)])
     edges = _graph(truth, _chain_with_loops(4), gen, points=100)
     bad = edges.ref_points.clone()
     bad[:, :10] += 50.0  # 10 % of every edge far off
     wild = PointEdges(edges.ref, edges.other, bad, edges.other_points, edges.weights)
-    start = torch.stack([truth[0]] + [t @ _random_sim(gen, 0.05) for t in truth[1:]])
+    start = torch.stack([truth[0]] + [t @ random_similarity(gen, 0.05) for t in truth[1:]])
     torch.testing.assert_close(optimize_similarities(start, wild), truth, atol=2e-3, rtol=2e-3)
     untrimmed = optimize_similarities(start, wild, trim=0.0)
     assert (untrimmed - truth).abs().max() > 0.1  # the outliers do pull a plain solve
@@ -125,7 +119,7 @@ def test_trimming_ignores_a_few_wild_correspondences() -> None:
 
 def test_zero_weights_are_padding_and_nodes_without_edges_stay() -> None:
     gen = torch.Generator().manual_seed(2)
-    truth = torch.stack([_random_sim(gen) for _ in range(4)])
+    truth = torch.stack([random_similarity(gen) for _ in range(4)])
     edges = _graph(truth, [(0, 1), (1, 2)], gen)
     padded = PointEdges(
         edges.ref,
@@ -134,8 +128,8 @@ def test_zero_weights_are_padding_and_nodes_without_edges_stay() -> None:
         torch.cat([edges.other_points, torch.zeros(2, 5, 3)], 1),
         torch.cat([edges.weights, torch.zeros(2, 5)], 1),
     )
-    lonely = _random_sim(gen)
-    start = torch.stack([truth[0], truth[1] @ _random_sim(gen, 0.05), truth[2], lonely])
+    lonely = random_similarity(gen)
+    start = torch.stack([truth[0], truth[1] @ random_similarity(gen, 0.05), truth[2], lonely])
     got = optimize_similarities(start, padded)
     torch.testing.assert_close(got[:3], truth[:3], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(got[3], lonely)
@@ -143,7 +137,7 @@ def test_zero_weights_are_padding_and_nodes_without_edges_stay() -> None:
 
 def test_no_edges_returns_the_start_and_fixed_picks_the_gauge() -> None:
     gen = torch.Generator().manual_seed(3)
-    truth = torch.stack([_random_sim(gen) for _ in range(3)])
+    truth = torch.stack([random_similarity(gen) for _ in range(3)])
     empty = PointEdges(
         torch.zeros(0, dtype=torch.int64),
         torch.zeros(0, dtype=torch.int64),
@@ -153,7 +147,7 @@ def test_no_edges_returns_the_start_and_fixed_picks_the_gauge() -> None:
     )
     assert torch.equal(optimize_similarities(truth, empty), truth)
     edges = _graph(truth, [(0, 1), (1, 2)], gen)
-    start = torch.stack([truth[0] @ _random_sim(gen, 0.05), truth[1], truth[2]])
+    start = torch.stack([truth[0] @ random_similarity(gen, 0.05), truth[1], truth[2]])
     got = optimize_similarities(start, edges, fixed=2)
     assert torch.equal(got[2], truth[2])
     torch.testing.assert_close(got, truth, atol=2e-3, rtol=2e-3)

@@ -30,6 +30,7 @@ from spatialmem.geometry.transforms import (
     rotation_angle_deg,
     sim3,
     sim3_scale,
+    skew,
     transform_points,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "rotation_angle_deg",
     "sim3",
     "sim3_scale",
+    "skew",
     "solve_pnp",
     "transform_points",
     "trimmed_umeyama",

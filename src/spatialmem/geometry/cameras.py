@@ -41,7 +41,7 @@ from torch import Tensor
 from spatialmem._checks import check_tensor
 from spatialmem._typing import Float
 from spatialmem.geometry.camera import intrinsics_from_focal, pixel_grid
-from spatialmem.geometry.transforms import invert_rigid, rigid
+from spatialmem.geometry.transforms import invert_rigid, rigid, skew
 from spatialmem.tensor_dataclass import TensorDataclass
 
 __all__ = ["Cameras", "estimate_cameras", "estimate_focal", "solve_pnp"]
@@ -193,19 +193,6 @@ def estimate_focal(
 # (weighted centroid, RMS radius) and image points m' = (pixel - principal point) / s with
 # s = max(H, W) / 2, so the unknowns are g = f / s, R and t' = (R c + t) / sigma, all O(1).
 # ---------------------------------------------------------------------------------------------
-
-
-def _skew(v: Float[Tensor, "B 3"]) -> Float[Tensor, "B 3 3"]:
-    zero = torch.zeros_like(v[..., 0])
-    x, y, z = v.unbind(-1)
-    return torch.stack(
-        (
-            torch.stack((zero, -z, y), -1),
-            torch.stack((z, zero, -x), -1),
-            torch.stack((-y, x, zero), -1),
-        ),
-        -2,
-    )
 
 
 def _project_to_so3(m: Float[Tensor, "B 3 3"]) -> Float[Tensor, "B 3 3"]:
@@ -509,7 +496,7 @@ def _refine(
              torch.stack((zero, torch.ones_like(xz), -yz), -1)), -2,
         ) * (g / z[..., None, None])  # fmt: skip
         rx = cam - trans[:, None, :]  # R X'
-        d_rot = -d_cam @ _skew(rx.reshape(-1, 3)).reshape(*rx.shape, 3)
+        d_rot = -d_cam @ skew(rx.reshape(-1, 3)).reshape(*rx.shape, 3)
         blocks = [d_rot, d_cam]
         if with_focal:
             blocks.insert(0, proj[..., None])
@@ -523,7 +510,7 @@ def _refine(
             new_g, step = log_g + step[:, 0], step[:, 1:]
         else:
             new_g = log_g
-        new_rot = torch.linalg.matrix_exp(_skew(step[:, :3])) @ rot
+        new_rot = torch.linalg.matrix_exp(skew(step[:, :3])) @ rot
         new_trans = trans + step[:, 3:]
         _, new_proj, _ = _project(x, new_g, new_rot, new_trans)
         new_sq = (new_proj - m).square().sum(-1)

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from spatialmem._checks import check_tensor, value_checks_enabled
 from spatialmem._typing import Float, Int
-from spatialmem.geometry.transforms import sim3, transform_points
+from spatialmem.geometry.transforms import sim3, skew, transform_points
 
-__all__ = ["PointEdges", "optimize_similarities"]
+__all__ = ["PointEdges", "edge_residuals", "optimize_similarities"]
 
 _PARAMS = 7  # rotation vector, translation, log scale
 
@@ -83,18 +83,10 @@ class PointEdges:
             raise ValueError("`edges.weights` must be finite and non-negative")
 
 
-def _skew(v: Tensor) -> Tensor:
-    """``[..., 3, 3]`` cross-product matrices: ``_skew(v) @ u = v x u``."""
-    zero = torch.zeros_like(v[..., 0])
-    x, y, z = v.unbind(-1)
-    rows = [torch.stack(r, -1) for r in ((zero, -z, y), (z, zero, -x), (-y, x, zero))]
-    return torch.stack(rows, -2)
-
-
 def _increments(x: Float[Tensor, "N 7"]) -> Float[Tensor, "N 4 4"]:
     """The similarities of steps: scale ``exp(x[:, 6])``, rotation ``exp([x[:, :3]]_x)``,
     translation ``x[:, 3:6]``."""
-    return sim3(x[:, 6].exp(), torch.linalg.matrix_exp(_skew(x[:, :3])), x[:, 3:6])
+    return sim3(x[:, 6].exp(), torch.linalg.matrix_exp(skew(x[:, :3])), x[:, 3:6])
 
 
 def _linearised(
@@ -110,9 +102,9 @@ def _linearised(
     linear = relative[:, None, :3, :3]  # [E, 1, 3, 3]
     y = transform_points(relative, other_points)  # [E, M, 3]
     eye = torch.eye(3, dtype=y.dtype, device=y.device).expand(*y.shape[:2], 3, 3)
-    jac_ref = torch.cat([_skew(y), -eye, -y[..., None]], dim=-1)
+    jac_ref = torch.cat([skew(y), -eye, -y[..., None]], dim=-1)
     aq = linear @ other_points[..., None]  # [E, M, 3, 1]
-    jac_other = torch.cat([-linear @ _skew(other_points), linear.expand_as(eye), aq], dim=-1)
+    jac_other = torch.cat([-linear @ skew(other_points), linear.expand_as(eye), aq], dim=-1)
     return y - ref_points, torch.cat([jac_ref, jac_other], dim=-1)
 
 
@@ -186,6 +178,22 @@ def optimize_similarities(
         if trim <= 0:
             break
     return poses
+
+
+def edge_residuals(poses: Float[Tensor, "N 4 4"], edges: PointEdges) -> Float[Tensor, "E M 3"]:
+    """What every correspondence misses under ``poses``: ``T_a^-1 T_b q - p`` in the reference
+    node ``a``'s coordinates (the residual that
+    [`optimize_similarities`][spatialmem.geometry.pose_graph.optimize_similarities] minimises,
+    before weighting).
+
+    Args:
+        poses: ``[N, 4, 4]`` node -> world similarities.
+        edges: the correspondences.
+
+    Returns:
+        ``[E, M, 3]`` residuals (padding included).
+    """
+    return _edge_residuals_at(poses, edges.ref, edges.other, edges.ref_points, edges.other_points)
 
 
 def _edge_residuals_at(poses: Tensor, ref: Tensor, other: Tensor, p: Tensor, q: Tensor) -> Tensor:

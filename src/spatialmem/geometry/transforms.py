@@ -19,6 +19,7 @@ __all__ = [
     "rotation_angle_deg",
     "sim3",
     "sim3_scale",
+    "skew",
     "transform_points",
 ]
 
@@ -42,6 +43,15 @@ def sim3(
     out[..., :3, 3] = translation
     out[..., 3, 3] = 1.0
     return out
+
+
+def skew(vectors: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
+    """Cross-product matrices: ``skew(v) @ u = v x u`` (``torch.linalg.matrix_exp(skew(w))`` is
+    the rotation by the rotation vector ``w``)."""
+    zero = torch.zeros_like(vectors[..., 0])
+    x, y, z = vectors.unbind(-1)
+    rows = [torch.stack(r, -1) for r in ((zero, -z, y), (z, zero, -x), (-y, x, zero))]
+    return torch.stack(rows, -2)
 
 
 def sim3_scale(transform: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch"]:

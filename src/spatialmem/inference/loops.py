@@ -41,7 +41,7 @@ from torch import Tensor
 
 from spatialmem._typing import Float
 from spatialmem.geometry.alignment import trimmed_umeyama
-from spatialmem.geometry.pose_graph import PointEdges, optimize_similarities
+from spatialmem.geometry.pose_graph import PointEdges, edge_residuals, optimize_similarities
 from spatialmem.geometry.transforms import invert_sim3, sim3_scale, transform_points
 from spatialmem.inference.online import FrameResult
 
@@ -170,7 +170,7 @@ class LoopGraph:
         self._loops: list[_Loop] = []
         self._last_late: dict[int, int] = {}
         self._grid: Tensor | None = None
-        self.corrections: dict[int, Tensor] | None = None  # frame -> [B, 4, 4] after solve()
+        self.corrections: Tensor | None = None  # [S, B, 4, 4] of every segment, after solve()
         self.closed: list[list[tuple[int, int]]] = []  # accepted loops per element
 
     # ------------------------------------------------------------------ online
@@ -244,52 +244,45 @@ class LoopGraph:
         """Close the loops of every batch element (no-op without loops)."""
         if not self._segments:
             return
-        batch = self._chained[0].shape[0]
-        eye = torch.eye(4, device=self._chained[0].device)
-        per_frame: dict[int, list[Tensor]] = {f: [] for f in self._returned_by}
+        chained = torch.stack(self._chained).float()  # [S, B, 4, 4]
+        # Exactly the identity without loops: the chained results stay bit for bit.
+        identity = torch.eye(4, device=chained.device).expand_as(chained[:, 0])
+        corrections = []
         self.closed = []
-        for element in range(batch):
-            chained = torch.stack([c[element] for c in self._chained]).float()
+        for element in range(chained.shape[1]):
             loops = [loop for loop in self._loops if loop.element == element]
-            moved, kept = self._solve_element(element, chained, loops)
-            for frame in per_frame:
-                # Exactly the identity without loops: the chained results stay bit for bit.
-                per_frame[frame].append(moved.get(frame, eye))
+            correction, kept = self._solve_element(element, chained[:, element], loops)
+            corrections.append(identity if correction is None else correction)
             self.closed.append([(loop.early, loop.late) for loop in kept])
-        self.corrections = {f: torch.stack(c) for f, c in per_frame.items()}
+        self.corrections = torch.stack(corrections, 1)
 
     def closed_scales(self) -> Tensor | None:
         """``[S, B]`` scale of every segment after the solve (``None`` before it)."""
         if self.corrections is None:
             return None
-        last: dict[int, int] = {}
-        for frame, segment in self._returned_by.items():
-            last[segment] = max(frame, last.get(segment, frame))
-        chained = torch.stack(self._chained).float()  # [S, B, 4, 4]
-        return torch.stack(
-            [sim3_scale(self.corrections[last[k]] @ chained[k]) for k in range(len(chained))]
-        )
+        return sim3_scale(self.corrections @ torch.stack(self._chained).float())
 
     def correction_of(self, index: int) -> Tensor | None:
-        """``[B, 4, 4]`` correction of the returned frame ``index``."""
-        if self.corrections is None:
+        """``[B, 4, 4]`` correction of the segment that returned frame ``index``."""
+        if self.corrections is None or index not in self._returned_by:
             return None
-        return self.corrections.get(index)
+        return self.corrections[self._returned_by[index]]
 
     def _solve_element(
         self, element: int, chained: Tensor, loops: list[_Loop]
-    ) -> tuple[dict[int, Tensor], list[_Loop]]:
-        """The correction of every returned frame after closing the loops that pass both
-        checks, and those loops (none, and no correction, when no loop is kept)."""
+    ) -> tuple[Tensor | None, list[_Loop]]:
+        """The correction ``[S, 4, 4]`` of every segment after closing the loops that pass
+        both checks, and those loops (``None`` and none when no loop is kept)."""
         kept = list(loops)
         while kept:
             graph = self._graph(element, chained, kept)
-            poses = optimize_similarities(graph.initial, graph.edges, trim=self.config.trim)
-            after = _relative_residuals(poses, graph.edges, self.config.trim)
-            overlap = graph.kind == _OVERLAP
+            edges, kind, loop_of = graph.edges()
+            poses = optimize_similarities(graph.initial, edges, trim=self.config.trim)
+            after = _relative_residuals(poses, edges, self.config.trim)
+            overlap = kind == _OVERLAP
             typical = after[overlap].median() if bool(overlap.any()) else after.new_ones(())
             ratios = [
-                float(after[graph.loop == k].max() / typical.clamp_min(1e-12))
+                float(after[loop_of == k].max() / typical.clamp_min(1e-12))
                 for k in range(len(kept))
             ]
             bad = [r > self.config.max_residual_ratio for r in ratios]
@@ -297,7 +290,7 @@ class LoopGraph:
                 kept = [loop for loop, b in zip(kept, bad, strict=True) if not b]
                 continue
             if bool(overlap.any()):
-                before = _relative_residuals(graph.initial, graph.edges, self.config.trim)
+                before = _relative_residuals(graph.initial, edges, self.config.trim)
                 growth = float(typical / before[overlap].median().clamp_min(1e-12))
                 if growth > self.config.max_overlap_growth:
                     logger.info(
@@ -308,11 +301,9 @@ class LoopGraph:
                         growth,
                         self.config.max_overlap_growth,
                     )
-                    return {}, []
-            corrections = poses[: len(chained)] @ invert_sim3(chained)
-            moved = {frame: corrections[k] for frame, k in self._returned_by.items()}
-            return moved, kept
-        return {}, []
+                    return None, []
+            return poses[: len(chained)] @ invert_sim3(chained), kept
+        return None, []
 
     def _graph(self, element: int, chained: Tensor, loops: list[_Loop]) -> "_Graph":
         """The pose graph of one batch element: a node per segment (posed at first by its
@@ -381,26 +372,18 @@ class _Graph:
     def initial(self) -> Tensor:
         return torch.stack(self.poses)
 
-    @property
-    def edges(self) -> PointEdges:
-        ref, other, p, q, w, _, _ = zip(*self._edges, strict=True)
-        return PointEdges(
+    def edges(self) -> tuple[PointEdges, Tensor, Tensor]:
+        """The edges, the kind of each (``_OVERLAP`` or ``_LOOP``) and its loop (``-1``)."""
+        ref, other, p, q, w, kind, loop = zip(*self._edges, strict=True)
+        edges = PointEdges(
             torch.tensor(ref), torch.tensor(other), torch.stack(p), torch.stack(q), torch.stack(w)
         )
-
-    @property
-    def kind(self) -> Tensor:
-        return torch.tensor([e[5] for e in self._edges])
-
-    @property
-    def loop(self) -> Tensor:
-        return torch.tensor([e[6] for e in self._edges])
+        return edges, torch.tensor(kind), torch.tensor(loop)
 
 
 def _relative_residuals(poses: Tensor, edges: PointEdges, trim: float) -> Tensor:
     """Every edge's trimmed mean residual divided by the spread of its reference points."""
-    relative = torch.linalg.inv(poses[edges.ref]) @ poses[edges.other]
-    residual = (transform_points(relative, edges.other_points) - edges.ref_points).norm(dim=-1)
+    residual = edge_residuals(poses, edges).norm(dim=-1)
     keep = max(1, round(residual.shape[1] * (1.0 - trim)))
     trimmed = residual.sort(dim=1).values[:, :keep].mean(dim=1)
     centred = edges.ref_points - edges.ref_points.mean(dim=1, keepdim=True)
