@@ -63,7 +63,9 @@ def test_consistent_correspondences_are_recovered_from_a_perturbed_start(
 @given(seed=st.integers(0, 2**16))
 def test_a_global_similarity_of_the_start_carries_through(seed: int) -> None:
     """Residuals in each reference node's coordinates: moving, turning or scaling the whole
-    world (start poses included) moves the solution the same way."""
+    world (start poses included) moves the solution the same way. Without trimming: with it, a
+    correspondence whose residual sits at its edge's quantile can fall on either side after
+    rounding, and the two solves then trim different points."""
     gen = torch.Generator().manual_seed(seed)
     truth = torch.stack([random_similarity(gen) for _ in range(5)])
     edges = _graph(truth, _chain_with_loops(5), gen)
@@ -77,8 +79,8 @@ def test_a_global_similarity_of_the_start_carries_through(seed: int) -> None:
     )
     start = torch.stack([truth[0]] + [t @ random_similarity(gen, 0.1) for t in truth[1:]])
     world = sim3(torch.tensor(3.0), _rotation(torch.tensor([0.3, -1.0, 0.5])), torch.ones(3))
-    plain = optimize_similarities(start, noisy)
-    moved = optimize_similarities(world @ start, noisy)
+    plain = optimize_similarities(start, noisy, trim=0.0)
+    moved = optimize_similarities(world @ start, noisy, trim=0.0)
     torch.testing.assert_close(moved, world @ plain, atol=1e-3, rtol=1e-3)
 
 

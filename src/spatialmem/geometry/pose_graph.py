@@ -125,7 +125,10 @@ def optimize_similarities(
     ``T_n <- T_n D(x_n)`` (rotation vector, translation and log scale ``x_n``, so the solution
     stays a similarity). Each of ``rounds`` rounds first drops, per edge, the ``trim`` fraction
     of correspondences with the largest residuals under the current poses (badly predicted
-    pixels, the far side of a wrong match), so a few bad points do not bend the graph.
+    pixels, the far side of a wrong match), so a few bad points do not bend the graph. The
+    trimmed set can change with rounding (a point at its edge's quantile), so with ``trim > 0``
+    the solution is equivariant under a change of world coordinates only up to such flips;
+    with ``trim=0`` it is equivariant to float precision.
 
     Example:
         ```python
