@@ -155,6 +155,20 @@ def test_describe_can_be_overridden(model: Spann3R) -> None:
     assert all(early <= late - 5 for early, late in recon.loops)
 
 
+class Flat(LoopClosure):
+    """A descriptor of the wrong shape."""
+
+    def describe(self, images: Tensor) -> Tensor:
+        return torch.ones(images.shape[0] * 4)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_a_descriptor_of_the_wrong_shape_is_named(model: Spann3R) -> None:
+    recon = SegmentedReconstructor(model, Segments(**CUT, loop_closure=Flat()), optimize=False)
+    with pytest.raises(ValueError, match=r"Flat.describe.*\[B, D\]"):
+        recon.run(_frames(4))
+
+
 def test_descriptors_are_unit_length_and_ignore_brightness() -> None:
     images = _frames(3)
     loops = LoopClosure(thumbnail=(4, 6))

@@ -10,11 +10,13 @@ from torch import Tensor
 from conftest import random_similarity
 from spatialmem.geometry import (
     PointEdges,
+    edge_residuals,
     invert_sim3,
     optimize_similarities,
     sim3,
     skew,
     transform_points,
+    trimmed_umeyama,
 )
 
 
@@ -177,6 +179,8 @@ def _edges(**changes: Tensor) -> PointEdges:
         ({"weights": torch.ones(1, 3)}, "edges.weights"),
         ({"other_points": torch.zeros(1, 4, 2)}, "edges.other_points"),
         ({"ref": torch.tensor([0.0])}, "edges.ref"),
+        ({"ref_points": torch.full((1, 4, 3), float("nan"))}, "edges.ref_points"),
+        ({"other_points": torch.full((1, 4, 3), float("inf"))}, "edges.other_points"),
     ],
 )
 @pytest.mark.usefixtures("without_typecheck")
@@ -189,6 +193,7 @@ def test_bad_edges_are_named(changes: dict, match: str) -> None:
     ("kwargs", "match"),
     [
         ({"poses": torch.zeros(2, 3, 4)}, "poses"),
+        ({"poses": torch.full((2, 4, 4), float("nan"))}, "poses"),
         ({"fixed": 2}, "fixed"),
         ({"fixed": True}, "fixed"),
         ({"trim": 1.0}, "trim"),
@@ -202,3 +207,31 @@ def test_bad_settings_are_named(kwargs: dict, match: str) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         optimize_similarities(**args)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_edge_residuals_are_what_the_solve_minimises_and_check_their_arguments() -> None:
+    gen = torch.Generator().manual_seed(4)
+    truth = torch.stack([random_similarity(gen) for _ in range(3)])
+    edges = _graph(truth, [(0, 1), (1, 2)], gen)
+    torch.testing.assert_close(
+        edge_residuals(truth, edges), torch.zeros(2, 64, 3), atol=1e-4, rtol=0
+    )
+    with pytest.raises(ValueError, match=r"edges\.ref"):
+        edge_residuals(truth[:1], edges)
+    with pytest.raises(ValueError, match="poses"):
+        edge_residuals(truth[:, :3], edges)
+
+
+@pytest.mark.usefixtures("without_typecheck")
+def test_skew_and_trimmed_umeyama_name_their_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="vectors"):
+        skew(torch.zeros(2, 4))
+    points = torch.randn(1, 10, 3)
+    with pytest.raises(ValueError, match="trim"):
+        trimmed_umeyama(points, points, torch.ones(1, 10), 1.0)
+    with pytest.raises(ValueError, match="rounds"):
+        trimmed_umeyama(points, points, torch.ones(1, 10), 0.3, rounds=-1)
+    u = torch.tensor([[1.0, 2.0, 3.0]])
+    v = torch.tensor([[-0.5, 0.25, 2.0]])
+    torch.testing.assert_close((skew(v) @ u[..., None])[..., 0], torch.linalg.cross(v, u))

@@ -21,7 +21,7 @@ from spatialmem.geometry.camera import (
 )
 from spatialmem.geometry.cameras import Cameras, estimate_cameras, estimate_focal, solve_pnp
 from spatialmem.geometry.normals import normals_from_pointmap
-from spatialmem.geometry.pose_graph import PointEdges, optimize_similarities
+from spatialmem.geometry.pose_graph import PointEdges, edge_residuals, optimize_similarities
 from spatialmem.geometry.transforms import (
     compose,
     invert_rigid,
@@ -40,6 +40,7 @@ __all__ = [
     "apply_scale_shift",
     "compose",
     "depth_to_points",
+    "edge_residuals",
     "estimate_cameras",
     "estimate_focal",
     "intrinsics_from_focal",

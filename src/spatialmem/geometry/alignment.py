@@ -194,7 +194,15 @@ def trimmed_umeyama(
 
     Returns:
         ``[B, 4, 4]`` similarities mapping ``src`` onto ``dst``.
+
+    Raises:
+        ValueError: ``trim`` is not in ``[0, 1)``, ``rounds`` is negative, or the points and
+            weights are refused by [`umeyama`][spatialmem.geometry.alignment.umeyama].
     """
+    if isinstance(trim, bool) or not isinstance(trim, int | float) or not 0.0 <= trim < 1.0:
+        raise ValueError(f"`trim` must be a number in [0, 1), got {trim!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"`rounds` must be a non-negative int, got {rounds!r}")
     sim = umeyama(src, dst, weights=weights)
     if trim <= 0:
         return sim

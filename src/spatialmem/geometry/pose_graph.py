@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spatialmem._checks import check_tensor, value_checks_enabled
+from spatialmem._checks import check_finite, check_tensor, value_checks_enabled
 from spatialmem._typing import Float, Int
 from spatialmem.geometry.transforms import sim3, skew, transform_points
 
@@ -37,7 +37,8 @@ _PARAMS = 7  # rotation vector, translation, log scale
 
 @dataclass(frozen=True)
 class PointEdges:
-    """``E`` edges of a pose graph, ``M`` corresponding points each (pad with zero weights).
+    """``E`` edges of a pose graph, ``M`` corresponding points each (pad with zero weights and
+    finite points).
 
     Edge ``e`` says that point ``ref_points[e, m]`` of node ``ref[e]`` and point
     ``other_points[e, m]`` of node ``other[e]`` are the same world point, with confidence
@@ -81,6 +82,8 @@ class PointEdges:
             raise ValueError("`edges` joins a node to itself (ref == other)")
         if bool((self.weights < 0).any()) or not bool(torch.isfinite(self.weights).all()):
             raise ValueError("`edges.weights` must be finite and non-negative")
+        check_finite("edges.ref_points", self.ref_points)
+        check_finite("edges.other_points", self.other_points)
 
 
 def _increments(x: Float[Tensor, "N 7"]) -> Float[Tensor, "N 4 4"]:
@@ -149,8 +152,8 @@ def optimize_similarities(
         without edges keeps its pose.
 
     Raises:
-        ValueError: ``poses`` is not ``[N, 4, 4]``, ``fixed`` is not a node, the settings are
-            out of range or the edges do not fit the nodes.
+        ValueError: ``poses`` is not ``[N, 4, 4]`` or holds NaN/Inf, ``fixed`` is not a node,
+            the settings are out of range, or the edges do not fit the nodes or hold NaN/Inf.
     """
     poses = check_tensor("poses", poses, ndim=3, floating=True, dims={1: 4, 2: 4}, expected="N 4 4")
     num = poses.shape[0]
@@ -161,6 +164,7 @@ def optimize_similarities(
     for name, value in (("rounds", rounds), ("iterations", iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    check_finite("poses", poses)
     edges.check(num)
     dtype = torch.float64 if poses.dtype == torch.float64 else torch.float32
     poses = poses.to(dtype).clone()
@@ -195,7 +199,13 @@ def edge_residuals(poses: Float[Tensor, "N 4 4"], edges: PointEdges) -> Float[Te
 
     Returns:
         ``[E, M, 3]`` residuals (padding included).
+
+    Raises:
+        ValueError: ``poses`` is not ``[N, 4, 4]`` or not finite, or the edges do not fit it.
     """
+    poses = check_tensor("poses", poses, ndim=3, floating=True, dims={1: 4, 2: 4}, expected="N 4 4")
+    check_finite("poses", poses)
+    edges.check(poses.shape[0])
     return _edge_residuals_at(poses, edges.ref, edges.other, edges.ref_points, edges.other_points)
 
 

@@ -47,7 +47,12 @@ def sim3(
 
 def skew(vectors: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
     """Cross-product matrices: ``skew(v) @ u = v x u`` (``torch.linalg.matrix_exp(skew(w))`` is
-    the rotation by the rotation vector ``w``)."""
+    the rotation by the rotation vector ``w``).
+
+    Raises:
+        ValueError: the last dimension of ``vectors`` is not 3.
+    """
+    check_tensor("vectors", vectors, floating=True, dims={-1: 3}, expected="*batch 3")
     zero = torch.zeros_like(vectors[..., 0])
     x, y, z = vectors.unbind(-1)
     rows = [torch.stack(r, -1) for r in ((zero, -z, y), (z, zero, -x), (-y, x, zero))]

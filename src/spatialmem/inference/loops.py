@@ -185,6 +185,21 @@ class LoopGraph:
         to decide)."""
         segment = len(self._segments) - 1
         descriptor = self.config.describe(images)  # [B, D]
+        if (
+            not isinstance(descriptor, Tensor)
+            or descriptor.ndim != 2
+            or (descriptor.shape[0] != images.shape[0])
+        ):
+            got = tuple(descriptor.shape) if isinstance(descriptor, Tensor) else type(descriptor)
+            raise ValueError(
+                f"`{type(self.config).__name__}.describe` must return [B, D] descriptors for "
+                f"B = {images.shape[0]} frames, got {got}"
+            )
+        if self._descriptors.numel() and descriptor.shape[1] != self._descriptors.shape[2]:
+            raise ValueError(
+                f"`{type(self.config).__name__}.describe` returned {descriptor.shape[1]} values "
+                f"per frame, earlier frames had {self._descriptors.shape[2]}"
+            )
         self._store_descriptor(index, descriptor)
         self._images.append(images)
         self._segment_of.append(segment)
