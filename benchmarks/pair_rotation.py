@@ -8,6 +8,15 @@ is the turn the model missed. The true turn between the two cameras is printed b
 error equal to the true turn means the second frame was drawn in its own camera, as if the
 camera had not moved.
 
+A second measure asks whether the model looks at the first frame at all when it places the
+second: view 2's points are predicted twice, once beside frame ``a`` and once beside frame
+``a + gap`` itself (a pair of one frame, which the model must draw in that frame's camera), and
+the mean distance between the two predictions is divided by the mean distance of the points
+from the camera. The same ratio of the ground truth (frame ``a + gap`` in frame ``a``'s camera
+against in its own) is printed beside it: a model that registers the pair moves view 2 as far
+as the truth does; one that draws frame ``a + gap`` as if the cameras were the same moves it
+hardly at all.
+
     python benchmarks/pair_rotation.py                          # shipped weights, val rooms 0-6
     python benchmarks/pair_rotation.py --weights model.pt --rooms 0:20 --gaps 2,4
 
@@ -21,6 +30,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from _common import markdown_table, write_json
 from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
@@ -54,6 +64,33 @@ def missed_turn(model: Spann3R, clip: SceneClip, first: int, second: int) -> tup
     return float(rotation_angle_deg(rotations[0], rotations[1])), float(missed)
 
 
+def _relative_move(moved: Tensor, still: Tensor) -> float:
+    """Mean distance between two predictions of the same pixels over the mean distance of
+    ``still`` from its camera."""
+    return float((moved - still).norm(dim=-1).mean() / still.norm(dim=-1).mean())
+
+
+def view1_effect(model: Spann3R, clip: SceneClip, first: int, second: int) -> tuple[float, float]:
+    """``(true, predicted)`` relative move of frame ``second``'s points when the first view of
+    the pair is frame ``first`` instead of frame ``second`` itself (see the module docs)."""
+    pair = model.dust3r
+    view2 = pair.encode(clip.images[second : second + 1])
+    predicted = []
+    for view1 in (first, second):
+        decoded = pair.predict_pair(pair.encode(clip.images[view1 : view1 + 1]), view2)
+        assert decoded.view2 is not None
+        predicted.append(decoded.view2.pts3d[0].float())
+    valid = clip.valid[second]
+    truth = [
+        transform_points(invert_rigid(clip.camera_pose[camera])[None], clip.pts3d[second][None])[0]
+        for camera in (first, second)
+    ]
+    return (
+        _relative_move(truth[0][valid], truth[1][valid]),
+        _relative_move(predicted[0][valid], predicted[1][valid]),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
@@ -77,16 +114,22 @@ def main(argv: list[str] | None = None) -> int:
                 starts = range(
                     0, clip.num_frames - gap, max(1, (clip.num_frames - gap) // args.pairs)
                 )
-                turns = [missed_turn(model, clip, a, a + gap) for a in list(starts)[: args.pairs]]
+                firsts = list(starts)[: args.pairs]
+                turns = [missed_turn(model, clip, a, a + gap) for a in firsts]
+                moves = [view1_effect(model, clip, a, a + gap) for a in firsts]
                 rows.append({
                     "room": room, "path": path, "gap": gap,
                     "true_turn": statistics.median(t for t, _ in turns),
                     "missed_turn": statistics.median(m for _, m in turns),
+                    "true_move": statistics.median(t for t, _ in moves),
+                    "predicted_move": statistics.median(m for _, m in moves),
                 })  # fmt: skip
     table = markdown_table(
         rows,
         [("room", "room"), ("path", "camera path"), ("gap", "gap (frames)"),
-         ("true_turn", "true turn (deg)", ".1f"), ("missed_turn", "missed turn (deg)", ".1f")],
+         ("true_turn", "true turn (deg)", ".1f"), ("missed_turn", "missed turn (deg)", ".1f"),
+         ("true_move", "view 2 moved by view 1, truth", ".3f"),
+         ("predicted_move", "view 2 moved by view 1, model", ".3f")],
     )  # fmt: skip
     sys.stdout.write(f"{table}\n")
     weights = args.weights or "shipped"

@@ -67,3 +67,32 @@ def test_the_script_prints_and_writes_a_row_per_room_and_gap(
     rows = json.loads((tmp_path / "pair_rotation.json").read_text())["rows"]
     assert [(r["room"], r["gap"]) for r in rows] == [(0, 2), (0, 4)]
     assert all(0 <= r["missed_turn"] <= 180 and r["true_turn"] > 0 for r in rows)
+    assert all(r["true_move"] > 0 and r["predicted_move"] >= 0 for r in rows)
+
+
+def _fake_pair_model(clip: Any, registers: bool) -> SimpleNamespace:
+    """A pair model whose view 2 is the ground truth in view 1's camera (``registers``) or in
+    its own camera whatever view 1 is."""
+
+    def encode(images: torch.Tensor) -> int:
+        return next(i for i in range(clip.num_frames) if torch.equal(clip.images[i], images[0]))
+
+    def predict_pair(view1: int, view2: int) -> SimpleNamespace:
+        camera = view1 if registers else view2
+        to_camera = invert_rigid(clip.camera_pose[camera])[None]
+        pts = transform_points(to_camera, clip.pts3d[view2][None])
+        return SimpleNamespace(view2=SimpleNamespace(pts3d=pts))
+
+    return SimpleNamespace(dust3r=SimpleNamespace(encode=encode, predict_pair=predict_pair))
+
+
+def test_view_2_moves_with_view_1_as_far_as_the_truth_only_when_the_model_registers(
+    script: ModuleType,
+) -> None:
+    clip = room_sequence(4, 12, split="val")  # an orbit
+    registers, ignores = (_fake_pair_model(clip, registers=r) for r in (True, False))
+    truth, predicted = script.view1_effect(registers, clip, 2, 8)
+    assert truth > 0.2 and predicted == pytest.approx(truth, rel=1e-5)
+    truth_again, predicted = script.view1_effect(ignores, clip, 2, 8)
+    assert truth_again == truth and predicted == 0.0
+    assert script.view1_effect(registers, clip, 8, 8) == (0.0, 0.0)
