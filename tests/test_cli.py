@@ -143,6 +143,53 @@ def test_reconstruct_command_streams_images(
     assert np.isfinite(data["x"]).all() and (data["confidence"] >= 1).all()
 
 
+def test_reconstruct_runs_the_shipped_small_model_as_it_was_trained_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --checkpoint, --size or --segments: the shipped weights, frames resized to the long
+    side they were trained at, and the model's recommended segments (loops closed)."""
+    from spatialmem.data.image_inputs import load_frames
+    from spatialmem.inference import SegmentedReconstructor, Segments
+    from spatialmem.models import create_model
+
+    paths = _write_pngs(tmp_path / "frames", 8, 96, 128)  # 3:4, larger than the model's frames
+    out = tmp_path / "scene.ply"
+    args = ["reconstruct", *paths, "--model", "spann3r_small_synthetic", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weights"] == "shipped" and summary["frames"] == 8
+    assert summary["streaming"] == "segments of 6 + 3, loops closed"
+    _, data = _read_ply(out)
+    assert len(data["x"]) == 8 * 72 * 96  # long side 96, aspect kept, multiples of 8
+    frames = load_frames([Path(x) for x in paths], size=96, patch_size=8)
+    model = create_model("spann3r_small_synthetic", pretrained=True).eval()
+    expected = SegmentedReconstructor(model, Segments(), optimize=False).run(frames)
+    want = torch.cat([r.pts3d.reshape(-1, 3) for r in expected])
+    np.testing.assert_allclose(data["x"], want[:, 0].numpy(), rtol=1e-4, atol=1e-4)
+    # --segments off streams with one memory.
+    assert main([*args, "--out", str(tmp_path / "one.ply"), "--segments", "off"]) == 0
+    assert json.loads(capsys.readouterr().out)["streaming"] == "one memory"
+
+
+def test_segments_auto_is_what_suits_the_model() -> None:
+    from spatialmem.cli import _resolve_segments, build_parser
+    from spatialmem.inference import Segments
+
+    def resolved(*argv: str) -> Segments | None:
+        args = build_parser().parse_args(list(argv))
+        _resolve_segments(args)
+        return args.segments
+
+    small = ["reconstruct", "x.png", "--model", "spann3r_small_synthetic"]
+    assert resolved(*small) == Segments()
+    assert resolved("reconstruct", "x.png") is None  # the published model: one memory
+    assert resolved("evaluate", "--model", "spann3r_tiny") is None
+    assert resolved("demo") == Segments()  # the demo's model is the small one
+    assert resolved(*small, "--segments", "off") is None
+    assert resolved(*small, "--segments", "4:2") == Segments(4, 2)
+    assert resolved(*small, "--no-loop-closure") == Segments(loop_closure=None)
+
+
 def test_reconstruct_command_rejects_bad_requests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,7 @@ from spatialmem.models.pretrained import (
     PRETRAINED_FORMAT,
     export_pretrained,
     load_pretrained,
+    pretrained_input_size,
     pretrained_metadata,
     pretrained_models,
     pretrained_path,
@@ -64,6 +65,22 @@ def test_metadata_records_the_export() -> None:
     meta = pretrained_metadata(NAME)
     assert {"date", "source", "parameters"} <= set(meta)
     assert meta["parameters"] == sum(p.numel() for p in create_model(NAME).parameters())
+
+
+def test_the_training_frame_size_is_read_from_the_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import spatialmem.models.pretrained as pretrained
+
+    config = pretrained_metadata(NAME)["config"]
+    assert pretrained_input_size(NAME) == (config["height"], config["width"]) == (64, 96)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        pretrained_input_size("spann3r_tiny")
+    unusable = [{}, {"config": "64x96"}, {"config": {"height": 64}}]
+    unusable += [{"config": {"height": h, "width": 96}} for h in (0, True, 64.0)]
+    for recorded in unusable:
+        monkeypatch.setattr(pretrained, "pretrained_metadata", lambda name, r=recorded: r)
+        assert pretrained_input_size(NAME) is None
 
 
 def test_outputs_on_a_fixed_clip_are_stable(model) -> None:

@@ -218,3 +218,13 @@ def test_the_fit_recovers_a_similarity_despite_outliers(
     torch.testing.assert_close(transform_points(fit, local[:, 60:]), clean, atol=1e-3, rtol=1e-3)
     untrimmed = trimmed_umeyama(local, world, weights, trim=0.0)
     assert (transform_points(untrimmed, local[:, 60:]) - clean).norm(dim=-1).mean() > 1e-2
+
+
+def test_recommended_segments_cut_only_the_short_horizon_preset() -> None:
+    from spatialmem.inference import recommended_segments
+
+    assert recommended_segments("spann3r_small_synthetic") == Segments()
+    for name in ("spann3r_vitl_dpt512", "spann3r_tiny", "no_such_model"):
+        assert recommended_segments(name) is None
+    with pytest.raises(TypeError, match="model_name"):
+        recommended_segments(None)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from spatialmem.data.image_inputs import (
     prepare_image,
     read_image,
 )
-from spatialmem.inference import FrameResult, Segments
+from spatialmem.inference import FrameResult, Segments, recommended_segments
 from spatialmem.interop import CheckpointError, load_checkpoint
 from spatialmem.io import write_ply
 from spatialmem.models import DUSt3R, PairOutput, Spann3R, create_model, list_models
@@ -85,16 +85,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _segments_arg(text: str) -> Segments | None:
-    """``--segments NEW:OVERLAP`` (e.g. ``6:3``), or ``off`` for one memory over the stream."""
+_AUTO = "auto"
+"""``--segments auto``: the model's
+[recommended_segments][spatialmem.inference.recommended_segments], resolved once the model is
+known."""
+
+
+def _segments_arg(text: str) -> Segments | str | None:
+    """``--segments NEW:OVERLAP`` (e.g. ``6:3``), ``off`` for one memory over the stream, or
+    ``auto`` (resolved per model by ``_resolve_segments``)."""
     if text.strip().lower() in ("off", "none", "0"):
         return None
+    if text.strip().lower() == _AUTO:
+        return _AUTO
     try:
         new, overlap = (int(part) for part in text.split(":"))
         return Segments(frames=new, overlap=overlap)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected NEW:OVERLAP (two positive integers, e.g. 6:3) or off, got {text!r}"
+            f"expected NEW:OVERLAP (two positive integers, e.g. 6:3), auto or off, got {text!r}"
         ) from None
 
 
@@ -233,10 +242,19 @@ def reconstruct_sequence(
     return results, summary
 
 
-def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
-    model = create_model(name)
+def _build_with_source(name: str, checkpoint: str | None) -> tuple[DUSt3R | Spann3R, str]:
+    """The model in eval mode and where its weights come from: ``"checkpoint"`` (loaded from
+    ``checkpoint``), ``"shipped"`` (no checkpoint, and the package ships weights for ``name``)
+    or ``"random"`` (neither; warned)."""
+    from spatialmem.models.pretrained import pretrained_models
+
+    shipped = not checkpoint and name in pretrained_models()
+    model = create_model(name, pretrained=True) if shipped else create_model(name)
     if not isinstance(model, (DUSt3R, Spann3R)):
         raise CliError(f"model {name!r} is neither a pair model nor a Spann3R model", USAGE)
+    if shipped:
+        logger.info("%s: the weights shipped in the package", name)
+        return model.eval(), "shipped"
     if checkpoint:
         try:
             report = load_checkpoint(model, checkpoint)
@@ -248,13 +266,57 @@ def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
         logger.info(
             "loaded %d tensors (%s layout) from %s", report.loaded, report.layout, checkpoint
         )
-    else:
-        logger.warning(
-            "no --checkpoint given: %s has random weights, so the geometry is meaningless "
-            "(the run exercises the whole pipeline)",
-            name,
-        )
-    return model.eval()
+        return model.eval(), "checkpoint"
+    logger.warning(
+        "no --checkpoint given and no weights shipped for %s: it has random weights, so the "
+        "reconstruction and its metrics are noise (the run exercises the whole pipeline; %s "
+        "ships trained weights)",
+        name,
+        ", ".join(pretrained_models()),
+    )
+    return model.eval(), "random"
+
+
+def _streaming(segments: Segments | None) -> str:
+    """How a stream runs, in words (``"segments of 6 + 3, loops closed"``, ``"one memory"``)."""
+    if segments is None:
+        return "one memory"
+    text = f"segments of {segments.frames} + {segments.overlap}"
+    return text + (", loops closed" if segments.loop_closure is not None else "")
+
+
+def _build(name: str, checkpoint: str | None) -> DUSt3R | Spann3R:
+    return _build_with_source(name, checkpoint)[0]
+
+
+def _resolve_segments(args: argparse.Namespace) -> None:
+    """Turn ``--segments auto`` into the model's recommendation, then apply
+    ``--no-loop-closure``."""
+    if getattr(args, "segments", None) == _AUTO:
+        args.segments = recommended_segments(args.model)
+    if getattr(args, "segments", None) is not None and not args.loop_closure:
+        args.segments = dataclasses.replace(args.segments, loop_closure=None)
+
+
+def _default_size(name: str, checkpoint: str | None) -> int | None:
+    """No ``--size``: the long side the shipped weights were trained at (when they run), else
+    the images as they are."""
+    from spatialmem.models.pretrained import pretrained_input_size, pretrained_models
+
+    if checkpoint or name not in pretrained_models():
+        return None
+    trained = pretrained_input_size(name)
+    if trained is None:
+        return None
+    logger.info(
+        "frames resized to a long side of %d pixels, as %s's shipped weights were trained "
+        "(%dx%d); --size changes it",
+        max(trained),
+        name,
+        trained[1],
+        trained[0],
+    )
+    return max(trained)
 
 
 def _inference_model(
@@ -330,6 +392,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     size = _size_arg(args.size)
     _check_size(size, spec)
     _check_checkpoint_file(args.checkpoint)
+    if size is None:
+        size = _default_size(args.model, args.checkpoint)
     paths = collect_inputs(args.images)
     is_video = len(paths) == 1 and paths[0].suffix.lower() in VIDEO_SUFFIXES
     if len(paths) < 2 and not is_video:
@@ -344,9 +408,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     ply_only = out.suffix.lower() == ".ply"
     _check_writable(out, file=ply_only)
     frames = load_frames(paths, size=size, patch_size=spec.patch)
-    model = _build(args.model, args.checkpoint)
+    model, weights = _build_with_source(args.model, args.checkpoint)
     assert isinstance(model, Spann3R)
     model = _inference_model(model, args.optimize, tuple(frames.shape[-2:]))
+    about = {"model": args.model, "weights": weights, "streaming": _streaming(args.segments)}
+    logger.info("streaming %d frames: %s", frames.shape[0], about["streaming"])
     if ply_only:
         _, summary = reconstruct_sequence(
             model,
@@ -356,7 +422,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
             segments=args.segments,
             progress=args.progress,
         )
-        sys.stdout.write(json.dumps({"output": args.out, "model": args.model, **summary}) + "\n")
+        sys.stdout.write(json.dumps({"output": args.out, **about, **summary}) + "\n")
         return 0
     recon = reconstruct_frames(
         model,
@@ -369,7 +435,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         recon, out, conf_threshold=args.conf_threshold, preview=args.preview
     )
     extra = {k: written.pop(k) for k in ("focal", "cameras") if k in written}
-    summary = {"output": str(out), "model": args.model, "frames": recon.num_frames,
+    summary = {"output": str(out), **about, "frames": recon.num_frames,
                "input_frames": int(frames.shape[0]), "files": written, **extra}  # fmt: skip
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
@@ -510,7 +576,7 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     from spatialmem.metrics import evaluate_pointmaps, format_table
 
     torch.manual_seed(args.seed)  # the weights of a model without shipped weights
-    model, weights = _demo_model(args.model, args.checkpoint)
+    model, weights = _build_with_source(args.model, args.checkpoint)
     model = _inference_model(model, args.optimize, (args.height, args.width))
     num = args.frames if isinstance(model, Spann3R) else 2
     logger.info(
@@ -540,12 +606,8 @@ def _run_demo(args: argparse.Namespace, out_dir: Path) -> int:
     )
     files = _demo_write(args, out_dir, pts3d, conf, gt, valid, colours)
     fps = len(index) / seconds
-    seg = args.segments
-    streaming = "one memory" if seg is None else f"segments of {seg.frames} + {seg.overlap}"
-    if seg is not None and seg.loop_closure is not None:
-        streaming += ", loops closed"
     summary = {"output": str(out_dir), "model": args.model, "weights": weights,
-               "streaming": streaming if isinstance(model, Spann3R) else "pair",
+               "streaming": _streaming(args.segments) if isinstance(model, Spann3R) else "pair",
                "scene": args.scene, "frames": len(index), "seconds": round(seconds, 3),
                "frames_per_second": round(fps, 2), "metrics": metrics.as_dict(),
                "files": files}  # fmt: skip
@@ -573,28 +635,6 @@ _DEMO_SCENE = 2
 """The demo's default test room: the first whose camera path is not an orbit (rooms 0 and 1
 orbit their centre, where the shipped model's segments shrink to a blob; see the results
 page), chosen by that rule, not by its score."""
-
-
-def _demo_model(name: str, checkpoint: str | None) -> tuple[DUSt3R | Spann3R, str]:
-    """The demo's model and where its weights come from (``shipped``, ``checkpoint``,
-    ``random``)."""
-    from spatialmem.models.pretrained import pretrained_models
-
-    if checkpoint:
-        return _build(name, checkpoint), "checkpoint"
-    if name in pretrained_models():
-        model = create_model(name, pretrained=True)
-        assert isinstance(model, DUSt3R | Spann3R)
-        return model.eval(), "shipped"
-    model = create_model(name)
-    if not isinstance(model, DUSt3R | Spann3R):
-        raise CliError(f"model {name!r} is neither a pair model nor a Spann3R model", USAGE)
-    logger.warning(
-        "%s has random weights (no shipped weights, no --checkpoint): the reconstruction and "
-        "its metrics are noise; the default model spann3r_small_synthetic ships trained weights",
-        name,
-    )
-    return model.eval(), "random"
 
 
 def _demo_ground_truth(
@@ -664,8 +704,9 @@ def _add_segments_option(parser: argparse.ArgumentParser, default: str) -> None:
         metavar="NEW:OVERLAP",
         help="stream in overlapping segments, each with a fresh memory, chained by similarity "
         "fits on OVERLAP repeated frames (for models whose memory registers a short horizon, "
-        f"like the shipped small model), or off: one memory for the whole stream (default: "
-        f"{default})",
+        "like the shipped small model); off: one memory for the whole stream; auto: what suits "
+        "--model (6:3 for spann3r_small_synthetic, off for the others; see "
+        f"spatialmem.inference.recommended_segments) (default: {default})",
     )
     parser.add_argument(
         "--loop-closure",
@@ -740,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
-    _add_segments_option(p, "off")
+    _add_segments_option(p, _AUTO)
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_reconstruct)
 
@@ -775,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="spann3r_vitl_dpt512")
     p.add_argument("--checkpoint")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
-    _add_segments_option(p, "off")
+    _add_segments_option(p, _AUTO)
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -823,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview", action=argparse.BooleanOptionalAction, default=True, help="preview PNG"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
-    _add_segments_option(p, "6:3")
+    _add_segments_option(p, _AUTO)
     _add_optimize_flag(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -880,8 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except CliError as err:
         _fail(str(err), err.exit_code)
-    if getattr(args, "segments", None) is not None and not args.loop_closure:
-        args.segments = dataclasses.replace(args.segments, loop_closure=None)
+    _resolve_segments(args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

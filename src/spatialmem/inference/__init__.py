@@ -21,7 +21,12 @@ from spatialmem.inference.offline import (
     spanning_tree_order,
 )
 from spatialmem.inference.online import FrameResult, OnlineReconstructor, StreamLoop
-from spatialmem.inference.segments import SegmentedReconstructor, Segments, SegmentScaleWarning
+from spatialmem.inference.segments import (
+    SegmentedReconstructor,
+    Segments,
+    SegmentScaleWarning,
+    recommended_segments,
+)
 
 __all__ = [
     "FrameResult",
@@ -37,5 +42,6 @@ __all__ = [
     "initial_pair",
     "offline_reconstruction",
     "pair_scores",
+    "recommended_segments",
     "spanning_tree_order",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "PRETRAINED_VERSION",
     "export_pretrained",
     "load_pretrained",
+    "pretrained_input_size",
     "pretrained_metadata",
     "pretrained_models",
     "pretrained_path",
@@ -166,6 +167,28 @@ def pretrained_metadata(name: str) -> dict[str, Any]:
         FileNotFoundError: the installation lacks the file.
     """
     return dict(_read_shipped(name).get("metadata", {}))
+
+
+def pretrained_input_size(name: str) -> tuple[int, int] | None:
+    """The frame size ``(H, W)`` the shipped weights of a model were trained at, as recorded in
+    their metadata (``None`` when it is not recorded). Frames of about this size suit them:
+    ``spatialmem reconstruct`` resizes to its long side when no ``--size`` is given.
+
+    Args:
+        name: a name from [`pretrained_models`][spatialmem.models.pretrained.pretrained_models].
+
+    Raises:
+        ValueError: no weights are shipped for ``name``, or the file is unreadable.
+        FileNotFoundError: the installation lacks the file.
+    """
+    config = pretrained_metadata(name).get("config")
+    if not isinstance(config, dict):
+        return None
+    height, width = config.get("height"), config.get("width")
+    sizes = (height, width)
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return height, width
+    return None
 
 
 def _describe_mismatch(
