@@ -313,8 +313,7 @@ def _default_size(name: str, checkpoint: str | None) -> int | None:
         "(%dx%d); --size changes it",
         max(trained),
         name,
-        trained[1],
-        trained[0],
+        *trained,
     )
     return max(trained)
 
@@ -758,7 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(their images in natural order), glob patterns or one video file. Resize/crop policy: "
         "--size 224 resizes the short side to 224 and crops the centre 224x224 (the published "
         "Spann3R); --size 512 resizes the long side to 512 (the 512 DUSt3R models); no --size "
-        "keeps the images and crops them to multiples of the patch size.",
+        "keeps the images and crops them to multiples of the patch size, except for a model "
+        "run with its shipped weights, whose frames are resized to the long side it was "
+        "trained at (96 for spann3r_small_synthetic).",
     )
     p.add_argument("images", nargs="+", help="images, folders, globs or a video, in capture order")
     p.add_argument("--model", default="spann3r_vitl_dpt512")
