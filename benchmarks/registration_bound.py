@@ -1,0 +1,93 @@
+"""How accurate a reconstruction would be if every frame were registered perfectly.
+
+Each test room is streamed as the demo streams it (``SegmentedReconstructor`` with the default
+``Segments``: 6 + 3 frames, loops closed). The reconstruction is scored as the ablation scores
+it (Sim(3) alignment onto the ground truth, ``evaluate_pointmaps``, the same seeded subset of
+20,000 pixels), and scored again after every predicted frame was fitted to its own ground truth
+by its own similarity (Umeyama): an oracle that no registration can beat with these frames.
+The gap between the two is what better registration could still gain; the oracle's accuracy is
+what the frames' own geometry allows.
+
+    python benchmarks/registration_bound.py                     # shipped weights, test rooms 0-19
+    python benchmarks/registration_bound.py --weights model.pt --rooms 0:5
+
+Prints one row per room and the means, and writes ``benchmarks/results/registration_bound.json``.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from _common import markdown_table, write_json
+from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
+from spatialmem.geometry import transform_points, umeyama
+from spatialmem.inference import SegmentedReconstructor, Segments
+from spatialmem.interop import load_checkpoint
+from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
+from spatialmem.models import create_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "registration_bound.json"
+
+
+def fit_each_frame(pred: Tensor, truth: Tensor, valid: Tensor) -> Tensor:
+    """``pred [T, H, W, 3]`` with every frame moved by the similarity that best fits its valid
+    pixels onto ``truth [T, H, W, 3]`` (``valid [T, H, W]``)."""
+    flat = pred.reshape(pred.shape[0], -1, 3).float()
+    fits = umeyama(flat, truth.reshape(flat.shape), mask=valid.reshape(flat.shape[:2]))
+    return transform_points(fits, flat).reshape(pred.shape)
+
+
+def _scores(pred: Tensor, truth: Tensor, valid: Tensor, diameter: float) -> tuple[float, float]:
+    m = evaluate_pointmaps(pred, truth, valid, align="sim3", max_points=20_000, seed=0)
+    return float(m.acc) / diameter, float(m.comp) / diameter
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
+    parser.add_argument("--model", default="spann3r_small_synthetic")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--rooms", default="0:20", help="FIRST:LAST rooms of the split")
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--stride", type=int, default=2)
+    args = parser.parse_args(argv)
+    first, last = (int(v) for v in args.rooms.split(":"))
+    model = create_model(args.model, pretrained=args.weights is None).eval()
+    if args.weights is not None:
+        load_checkpoint(model, args.weights)
+    rows = []
+    for room in range(first, last):
+        clip = room_sequence(room, args.frames, split=args.split, stride=args.stride)
+        results = SegmentedReconstructor(model, Segments(), optimize=False).run(clip.images)
+        pred = torch.stack([r.pts3d for r in results]).float()
+        diameter = float(bounding_box_diagonal(clip.pts3d[clip.valid]))
+        acc, comp = _scores(pred, clip.pts3d, clip.valid, diameter)
+        fitted = fit_each_frame(pred, clip.pts3d, clip.valid)
+        acc_fit, comp_fit = _scores(fitted, clip.pts3d, clip.valid, diameter)
+        rows.append({
+            "room": room, "path": RoomScene.random(scene_seed(args.split, room)).trajectory,
+            "acc": acc, "comp": comp, "acc_fitted": acc_fit, "comp_fitted": comp_fit,
+        })  # fmt: skip
+    keys = ("acc", "comp", "acc_fitted", "comp_fitted")
+    mean = {"room": "mean", "path": ""} | {k: statistics.fmean(r[k] for r in rows) for k in keys}
+    table = markdown_table(
+        [*rows, mean],
+        [("room", "room"), ("path", "camera path"),
+         ("acc", "Acc / diameter", ".4f"), ("comp", "Comp / diameter", ".4f"),
+         ("acc_fitted", "Acc, frames fitted", ".4f"),
+         ("comp_fitted", "Comp, frames fitted", ".4f")],
+    )  # fmt: skip
+    sys.stdout.write(f"{table}\n")
+    weights = args.weights or "shipped"
+    write_json(RESULTS, {"model": args.model, "weights": weights, "split": args.split,
+                         "frames": args.frames, "stride": args.stride, "rows": rows,
+                         "mean": mean})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
