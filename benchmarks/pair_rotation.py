@@ -32,7 +32,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from _common import markdown_table, write_json
+from _common import (
+    add_room_model_arguments,
+    markdown_table,
+    model_from_args,
+    rooms_from_args,
+    write_json,
+)
 from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
 from spatialmem.data.scenes import SceneClip
 from spatialmem.geometry import (
@@ -43,8 +49,7 @@ from spatialmem.geometry import (
     umeyama,
 )
 from spatialmem.inference import OnlineReconstructor
-from spatialmem.interop import load_checkpoint
-from spatialmem.models import Spann3R, create_model
+from spatialmem.models import Spann3R
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pair_rotation.json"
 
@@ -93,21 +98,15 @@ def view1_effect(model: Spann3R, clip: SceneClip, first: int, second: int) -> tu
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
-    parser.add_argument("--model", default="spann3r_small_synthetic")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
-    parser.add_argument("--rooms", default="0:7", help="FIRST:LAST rooms of the split")
+    add_room_model_arguments(parser, split="val", rooms="0:7")
     parser.add_argument("--gaps", default="2,4,8", help="frames between the two of a pair")
     parser.add_argument("--pairs", type=int, default=8, help="pairs per room and gap")
     args = parser.parse_args(argv)
-    first, last = (int(v) for v in args.rooms.split(":"))
     gaps = [int(v) for v in args.gaps.split(",")]
-    model = create_model(args.model, pretrained=args.weights is None).eval()
-    if args.weights is not None:
-        load_checkpoint(model, args.weights)
+    model = model_from_args(args)
     rows = []
     with torch.inference_mode():
-        for room in range(first, last):
+        for room in rooms_from_args(args):
             clip = room_sequence(room, 48, split=args.split)
             path = RoomScene.random(scene_seed(args.split, room)).trajectory
             for gap in gaps:

@@ -22,13 +22,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from _common import markdown_table, write_json
+from _common import (
+    add_room_model_arguments,
+    markdown_table,
+    model_from_args,
+    rooms_from_args,
+    write_json,
+)
 from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
 from spatialmem.geometry import transform_points, umeyama
 from spatialmem.inference import SegmentedReconstructor, Segments
-from spatialmem.interop import load_checkpoint
 from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
-from spatialmem.models import create_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registration_bound.json"
 
@@ -48,19 +52,13 @@ def _scores(pred: Tensor, truth: Tensor, valid: Tensor, diameter: float) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
-    parser.add_argument("--model", default="spann3r_small_synthetic")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--rooms", default="0:20", help="FIRST:LAST rooms of the split")
+    add_room_model_arguments(parser, split="test", rooms="0:20")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--stride", type=int, default=2)
     args = parser.parse_args(argv)
-    first, last = (int(v) for v in args.rooms.split(":"))
-    model = create_model(args.model, pretrained=args.weights is None).eval()
-    if args.weights is not None:
-        load_checkpoint(model, args.weights)
+    model = model_from_args(args)
     rows = []
-    for room in range(first, last):
+    for room in rooms_from_args(args):
         clip = room_sequence(room, args.frames, split=args.split, stride=args.stride)
         results = SegmentedReconstructor(model, Segments(), optimize=False).run(clip.images)
         pred = torch.stack([r.pts3d for r in results]).float()
