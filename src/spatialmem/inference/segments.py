@@ -119,7 +119,7 @@ def recommended_segments(model_name: str) -> Segments | None:
 
     Example:
         ```python
-        from spatialmem.inference import SegmentedReconstructor, recommended_segments
+        from spatialmem.inference import recommended_segments
 
         assert recommended_segments("spann3r_vitl_dpt512") is None
         segments = recommended_segments("spann3r_small_synthetic")
