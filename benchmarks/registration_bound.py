@@ -8,6 +8,10 @@ by its own similarity (Umeyama): an oracle that no registration can beat with th
 The gap between the two is what better registration could still gain; the oracle's accuracy is
 what the frames' own geometry allows.
 
+A third pair of columns does the same with each frame's points as the pair model predicts them
+in the frame's own camera (view 1 of a pair with the next frame, as at the first step of a
+stream): the geometry the network draws for a frame when it need not place it.
+
     python benchmarks/registration_bound.py                     # shipped weights, test rooms 0-19
     python benchmarks/registration_bound.py --weights model.pt --rooms 0:5
 
@@ -33,6 +37,7 @@ from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
 from spatialmem.geometry import transform_points, umeyama
 from spatialmem.inference import SegmentedReconstructor, Segments
 from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
+from spatialmem.models import Spann3R
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registration_bound.json"
 
@@ -43,6 +48,17 @@ def fit_each_frame(pred: Tensor, truth: Tensor, valid: Tensor) -> Tensor:
     flat = pred.reshape(pred.shape[0], -1, 3).float()
     fits = umeyama(flat, truth.reshape(flat.shape), mask=valid.reshape(flat.shape[:2]))
     return transform_points(fits, flat).reshape(pred.shape)
+
+
+@torch.no_grad()
+def pair_shapes(model: Spann3R, images: Tensor) -> Tensor:
+    """``[T, H, W, 3]``: every frame of ``images [T, 3, H, W]`` as view 1 of a pair with the
+    next frame (the last with the one before), in its own camera: what the first step of a
+    stream starting at that frame predicts for it."""
+    t = images.shape[0]
+    partner = torch.tensor([i + 1 if i + 1 < t else i - 1 for i in range(t)])
+    view1, view2 = model.encode_pair(images, images[partner])
+    return model.dust3r.predict_pair(view1, view2, view2_head=False).view1.pts3d.float()
 
 
 def _scores(pred: Tensor, truth: Tensor, valid: Tensor, diameter: float) -> tuple[float, float]:
@@ -66,18 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         acc, comp = _scores(pred, clip.pts3d, clip.valid, diameter)
         fitted = fit_each_frame(pred, clip.pts3d, clip.valid)
         acc_fit, comp_fit = _scores(fitted, clip.pts3d, clip.valid, diameter)
+        own = fit_each_frame(pair_shapes(model, clip.images), clip.pts3d, clip.valid)
+        acc_own, comp_own = _scores(own, clip.pts3d, clip.valid, diameter)
         rows.append({
             "room": room, "path": RoomScene.random(scene_seed(args.split, room)).trajectory,
             "acc": acc, "comp": comp, "acc_fitted": acc_fit, "comp_fitted": comp_fit,
+            "acc_pairs_fitted": acc_own, "comp_pairs_fitted": comp_own,
         })  # fmt: skip
-    keys = ("acc", "comp", "acc_fitted", "comp_fitted")
+    keys = ("acc", "comp", "acc_fitted", "comp_fitted", "acc_pairs_fitted", "comp_pairs_fitted")
     mean = {"room": "mean", "path": ""} | {k: statistics.fmean(r[k] for r in rows) for k in keys}
     table = markdown_table(
         [*rows, mean],
         [("room", "room"), ("path", "camera path"),
          ("acc", "Acc / diameter", ".4f"), ("comp", "Comp / diameter", ".4f"),
          ("acc_fitted", "Acc, frames fitted", ".4f"),
-         ("comp_fitted", "Comp, frames fitted", ".4f")],
+         ("comp_fitted", "Comp, frames fitted", ".4f"),
+         ("acc_pairs_fitted", "Acc, pair view 1 fitted", ".4f"),
+         ("comp_pairs_fitted", "Comp, pair view 1 fitted", ".4f")],
     )  # fmt: skip
     sys.stdout.write(f"{table}\n")
     weights = args.weights or "shipped"

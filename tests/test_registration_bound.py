@@ -31,6 +31,20 @@ def test_fitting_each_frame_undoes_a_different_similarity_per_frame(script: Modu
     torch.testing.assert_close(fitted[valid], clip.pts3d[valid], atol=2e-4, rtol=1e-4)
 
 
+def test_pair_shapes_are_the_first_step_of_a_stream_at_each_frame(script: ModuleType) -> None:
+    from spatialmem.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("spann3r_tiny").eval()
+    images = room_sequence(1, 4, 32, 32, split="val").images
+    shapes = script.pair_shapes(model, images)
+    assert shapes.shape == (4, 32, 32, 3)
+    with torch.no_grad():
+        for t, partner in [(0, 1), (2, 3), (3, 2)]:
+            first_step = model(images[None, [t, partner]]).pts3d[0, 0]
+            torch.testing.assert_close(shapes[t], first_step, atol=1e-5, rtol=1e-5)
+
+
 def test_the_script_scores_each_room_before_and_after_the_fit(
     script: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -43,3 +57,4 @@ def test_the_script_scores_each_room_before_and_after_the_fit(
     assert row["room"] == 0 and payload["frames"] == 6
     # Every frame fitted onto its own ground truth: the points lie closer to the true surfaces.
     assert 0 < row["acc_fitted"] < row["acc"] and 0 < row["comp_fitted"] < 1
+    assert 0 < row["acc_pairs_fitted"] < 1 and 0 < row["comp_pairs_fitted"] < 1

@@ -369,3 +369,109 @@ def test_shipped_recipes_are_valid_configs(path: Path) -> None:
     config = TrainConfig.from_toml(path)
     assert config.model in list_models()
     assert config.run_dir is not None and config.steps >= 1
+
+
+# --------------------------------------------------------------------------- pairs mixed in
+# 4 scenes in batches of 2: 2 clip batches per epoch; with pair_every=2 micro-batches 1, 3, 5,
+# ... are pairs, and 9 or 10 of them span 3 epochs, whose confidence weights differ.
+PAIRS = dataclasses.replace(
+    TINY, pair_every=2, pair_max_interval=3, num_scenes=4, val_every=0, steps=9
+)
+
+
+def _frames_per_micro_batch(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the clip length of every micro-batch the training step sees."""
+    import spatialmem.training.step as step_module
+
+    seen: list[int] = []
+    original = step_module.train_step
+
+    def recording(model, batch, *args, **kwargs):
+        seen.append(batch.frames.shape[1])
+        return original(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(step_module, "train_step", recording)
+    return seen
+
+
+def test_pairs_take_every_nth_micro_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _frames_per_micro_batch(monkeypatch)
+    result = train(dataclasses.replace(PAIRS, steps=3, accum_iter=2))
+    assert seen == [3, 2, 3, 2, 3, 2]  # every optimiser step: one clip batch, one pair batch
+    assert len(result.history) == 3
+
+
+@pytest.mark.parametrize(
+    ("steps", "stop_after"),
+    [(9, 7), (10, 9), (9, 2)],
+    ids=["pair-between-epochs", "pair-after-last-clip", "mid-epoch"],
+)
+def test_resume_with_pairs_continues_exactly(
+    tmp_path: Path, steps: int, stop_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop after 7 micro-batches leaves the next one a pair between epoch 1's last clip batch
+    and epoch 2's first (whose confidence weight is lower); after 9 of 10, a pair after the
+    run's last clip batch."""
+    config = dataclasses.replace(PAIRS, steps=steps)
+    seen = _frames_per_micro_batch(monkeypatch)
+    want = train(dataclasses.replace(config, run_dir=str(tmp_path / "reference")))
+    assert seen == [3, 2] * (steps // 2) + [3] * (steps % 2)
+    run = dataclasses.replace(config, run_dir=str(tmp_path / "resumed"))
+    first = train(dataclasses.replace(run, stop_after=stop_after))
+    second = train(dataclasses.replace(run, resume=True))
+    assert len(first.history) + len(second.history) == steps
+    got = second.model.state_dict()
+    for name, value in want.model.state_dict().items():
+        assert torch.equal(got[name], value), name
+    assert first.history + second.history == want.history
+    assert _rows_without_time(tmp_path / "resumed" / "metrics.csv") == _rows_without_time(
+        tmp_path / "reference" / "metrics.csv"
+    )
+
+
+def test_pair_batches_draw_pairs_by_micro_batch_and_rank() -> None:
+    from spatialmem.training.distributed import DistributedContext
+    from spatialmem.training.pairs import PairBatches
+    from spatialmem.training.runner import _dataset
+
+    def ctx(rank: int) -> DistributedContext:
+        cpu = torch.device("cpu")
+        return DistributedContext(
+            rank=rank, world_size=2, local_rank=rank, device=cpu, backend=None
+        )
+
+    config = dataclasses.replace(PAIRS, pair_every=3, pair_max_interval=4, video_frames=12)
+    ranks = [PairBatches(config, ctx(r), 1, 4, _dataset) for r in (0, 1)]
+    pairs = ranks[0]
+    assert [pairs.is_pair(m) for m in range(7)] == [False, False, True, False, False, True, False]
+    assert [pairs.clip_batches_before(m) for m in (0, 2, 3, 5, 6)] == [0, 2, 2, 4, 4]
+    assert pairs.epoch(2) == 2 and pairs.epoch(11) == 3  # clamped to the last epoch
+    batch = pairs.batch(2)
+    assert batch.frames.shape == (2, 2, 3, 32, 32)
+    assert torch.equal(batch.frames, pairs.batch(2).frames)  # a function of the micro-batch
+    assert not torch.equal(batch.frames, ranks[1].batch(2).frames)  # ranks draw other pairs
+    assert not torch.equal(batch.frames, pairs.batch(5).frames)
+    gaps = set()
+    for m in (2, 5, 8, 11):
+        pairs.batch(m)  # selects the pairs' epoch of micro-batch m
+        for i in range(len(pairs.dataset)):
+            frames = pairs.dataset.frame_indices(i)
+            assert frames.shape == (2,)
+            gaps.add(abs(int(frames[1] - frames[0])))
+    assert gaps <= set(range(1, 5)) and max(gaps) > 1  # up to pair_max_interval, not only 1
+    with pytest.raises(ValueError, match="clip batch"):
+        pairs.batch(0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"pair_every": 1}, "pair_every must be 0"),
+        ({"pair_every": -2}, "pair_every must be 0"),
+        ({"pair_every": 2, "min_interval": 2, "max_interval": 3, "pair_max_interval": 1},
+         "pair_max_interval must be >= min_interval=2"),
+    ],
+)  # fmt: skip
+def test_pair_settings_are_checked(changes: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(TINY, **changes)

@@ -127,6 +127,16 @@ class TrainConfig:
     (paper: 1). Raise it to fine-tune at the frame step of inference, e.g.
     ``min_interval = max_interval = 2`` for sequences streamed at a stride of 2, so that a
     fine-tune does not start with a quarter of closer frames."""
+    pair_every: int = 0
+    """Mix frame pairs into the clips: every ``pair_every``-th micro-batch is a batch of
+    ``batch_size`` 2-frame clips with gaps of up to ``pair_max_interval`` frames instead of a
+    clip batch ([`PairBatches`][spatialmem.training.pairs.PairBatches]). With ``accum_iter =
+    pair_every`` every optimiser step sums the gradients of ``pair_every - 1`` clip batches and
+    one pair batch, so registering pairs and carrying a memory are learned together rather than
+    in stages that undo each other. 0 (the default, and the paper): clips only."""
+    pair_max_interval: int = 8
+    """Curriculum ``T_max`` of the pairs of ``pair_every``: the largest gap between the two
+    frames (their curriculum starts at ``min_interval``)."""
     color_jitter: float = 0.0
     """Colour-jitter strength ``j`` in [0, 1]: per clip, brightness, contrast and saturation are
     scaled by factors drawn from ``[1 - j, 1 + j]`` (the same for all frames of the clip; input
@@ -206,6 +216,16 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.min_interval must lie in [1, max_interval={self.max_interval}], "
                 f"got {self.min_interval}"
+            )
+        if self.pair_every < 0 or self.pair_every == 1:
+            raise ValueError(
+                "TrainConfig.pair_every must be 0 (no pairs) or >= 2 (every n-th micro-batch "
+                f"a pair batch; for pairs only set num_frames = 2), got {self.pair_every}"
+            )
+        if self.pair_every and self.pair_max_interval < self.min_interval:
+            raise ValueError(
+                f"TrainConfig.pair_max_interval must be >= min_interval={self.min_interval}, "
+                f"got {self.pair_max_interval}"
             )
         if self.curriculum and self.video_frames < self.num_frames:
             raise ValueError(

@@ -57,6 +57,7 @@ from spatialmem.training.distributed import (
 from spatialmem.training.init_weights import load_initial_weights
 from spatialmem.training.logs import MetricsCSV, plot_loss_curves
 from spatialmem.training.optim import build_optimizer, warmup_cosine
+from spatialmem.training.pairs import PairBatches
 from spatialmem.training.state import (
     capture_train_state,
     config_differences,
@@ -156,14 +157,18 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None) -> TrainRe
 
 
 def _epochs(config: TrainConfig, ctx: DistributedContext) -> tuple[int, int]:
-    """``(batches per epoch and process, epochs)`` needed for ``config.steps`` optimiser steps."""
+    """``(clip batches per epoch and process, epochs)`` needed for ``config.steps`` optimiser
+    steps (pair batches, see ``pair_every``, take the place of some clip batches)."""
     per_epoch = config.num_scenes // ctx.world_size // config.batch_size
     if per_epoch < 1:
         raise ValueError(
             f"num_scenes={config.num_scenes} is too small for batch_size={config.batch_size} "
             f"on {ctx.world_size} process(es): no full batch per epoch"
         )
-    return per_epoch, math.ceil(config.steps * config.accum_iter / per_epoch)
+    micro_batches = config.steps * config.accum_iter
+    if config.pair_every:
+        micro_batches -= micro_batches // config.pair_every
+    return per_epoch, math.ceil(micro_batches / per_epoch)
 
 
 def _dataset(config: TrainConfig, num_epochs: int) -> SceneClipDataset:
@@ -471,19 +476,25 @@ class _Run:
             self.csv.close()
 
 
+def _clip_batches_done(micro_steps: int, pairs: PairBatches | None) -> int:
+    """Clip batches among the first ``micro_steps`` micro-batches."""
+    return micro_steps if pairs is None else pairs.clip_batches_before(micro_steps)
+
+
 def _run_epochs(
     run: _Run,
     loader: torch.utils.data.DataLoader,
     dataset: SceneClipDataset,
     per_epoch: int,
     num_epochs: int,
+    pairs: PairBatches | None = None,
 ) -> int:
     """Train until ``steps`` (or ``stop_after``) optimiser steps, continuing from the step
     counters of ``run.step`` (the batches already consumed are skipped, so a resumed run sees
-    the same clips). The confidence weight follows the official per-epoch schedule. Returns the
-    epoch of the last batch."""
+    the same clips), with the pair batches of ``pairs`` in their places. The confidence weight
+    follows the official per-epoch schedule. Returns the epoch of the last batch."""
     config, step = run.config, run.step
-    first_epoch, skip = divmod(step.micro_steps, per_epoch)
+    first_epoch, skip = divmod(_clip_batches_done(step.micro_steps, pairs), per_epoch)
     last = max(first_epoch - (skip == 0), 0)  # the epoch of the last batch consumed
     for epoch in range(first_epoch, num_epochs):
         if step.optimizer_steps >= run.stop_step:
@@ -501,10 +512,32 @@ def _run_epochs(
                 break
             run.data_wait += time.perf_counter() - waited
             last = epoch
+            # The pairs due before this clip batch: run only once the epoch has a batch left,
+            # so that a pair batch between two epochs belongs to the later one, as it does
+            # when a run resumes there.
+            if _run_pairs(run, pairs, epoch):
+                return epoch
             batch = _augment(batch, config, step.micro_steps, run.ctx.rank)
             if run.after_micro_batch(step(batch), epoch):
                 return epoch
+    if pairs is not None and step.optimizer_steps < run.stop_step:
+        # Pair batches after the last clip batch of the run.
+        last = num_epochs - 1
+        run.criterion.alpha = alpha_schedule(last, num_epochs, config.alpha, config.alpha_end)
+        _run_pairs(run, pairs, last)
     return last
+
+
+def _run_pairs(run: _Run, pairs: PairBatches | None, epoch: int) -> bool:
+    """Train on the pair batches due at the current micro-batch (none without ``pairs``);
+    returns whether the run must stop."""
+    step = run.step
+    while pairs is not None and pairs.is_pair(step.micro_steps):
+        micro = step.micro_steps
+        batch = _augment(pairs.batch(micro), run.config, micro, run.ctx.rank)
+        if run.after_micro_batch(step(batch), epoch):
+            return True
+    return False
 
 
 def _save(
@@ -591,6 +624,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         collate_fn=collate_clips,
         num_workers=config.num_workers,
     )
+    pairs = PairBatches(config, ctx, per_epoch, num_epochs, _dataset) if config.pair_every else None
     criterion = Spann3RLoss(alpha=config.alpha, frame_scale_weight=config.frame_scale_weight)
     step = _train_step(config, model, ddp_model, criterion)
     result = TrainResult(
@@ -600,7 +634,8 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
     if state is not None:
         restore_train_state(step, state, ctx)  # last: the random state of the saved step
         result.start_step = step.optimizer_steps
-        result.epochs = -(-step.micro_steps // per_epoch)  # epochs started
+        done = _clip_batches_done(step.micro_steps, pairs)
+        result.epochs = -(-done // per_epoch)  # epochs started
         elapsed = float(state.get("elapsed_s", 0.0))
     logger.info(
         "training %s (%.2fM parameters) on %d process(es), device %s, amp %s: %d steps, "
@@ -622,7 +657,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
     val_batches = _val_batches(config, ctx) if config.val_every > 0 else None
     run = _Run(config, ctx, step, criterion, result, elapsed=elapsed, val_batches=val_batches)
     try:
-        epoch = _run_epochs(run, loader, dataset, per_epoch, num_epochs)
+        epoch = _run_epochs(run, loader, dataset, per_epoch, num_epochs, pairs)
         run.save(epoch)
     finally:
         run.close()
