@@ -15,10 +15,14 @@ stream): the geometry the network draws for a frame when it need not place it.
     python benchmarks/registration_bound.py                     # shipped weights, test rooms 0-19
     python benchmarks/registration_bound.py --weights model.pt --rooms 0:5
 
-Prints one row per room and the means, and writes ``benchmarks/results/registration_bound.json``.
+Prints one row per room and the means, and writes ``benchmarks/results/registration_bound.json``
+(with every frame's own error: the mean distance of its fitted points from their true ones, over
+the diameter) and, with ``--plot``, that error frame by frame, averaged over the rooms, with the
+segments' starts marked (needs matplotlib).
 """
 
 import argparse
+import logging
 import statistics
 import sys
 from pathlib import Path
@@ -41,6 +45,8 @@ from spatialmem.models import Spann3R
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registration_bound.json"
 
+logger = logging.getLogger("registration_bound")
+
 
 def fit_each_frame(pred: Tensor, truth: Tensor, valid: Tensor) -> Tensor:
     """``pred [T, H, W, 3]`` with every frame moved by the similarity that best fits its valid
@@ -61,6 +67,45 @@ def pair_shapes(model: Spann3R, images: Tensor) -> Tensor:
     return model.dust3r.predict_pair(view1, view2, view2_head=False).view1.pts3d.float()
 
 
+def frame_errors(fitted: Tensor, truth: Tensor, valid: Tensor, diameter: float) -> list[float]:
+    """Every frame's mean distance between its points ``fitted [T, H, W, 3]`` and the true ones
+    over its valid pixels, divided by ``diameter``."""
+    dist = (fitted - truth.nan_to_num()).norm(dim=-1) * valid
+    return (dist.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1) / diameter).tolist()
+
+
+def plot(rows: list[dict], segments: Segments, path: Path) -> Path | None:
+    """The frames' own errors (streamed, and the pair model's), averaged over the rooms, by
+    frame, with the first new frame of every segment after the first marked."""
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed (extra `eval`): no plot")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.0, 3.6), dpi=110)
+    for key, label in (("frame_error", "streamed in segments"),
+                       ("frame_error_pairs", "pair model, view 1 (own camera)")):  # fmt: skip
+        mean = [statistics.fmean(v) for v in zip(*(r[key] for r in rows), strict=True)]
+        ax.plot(mean, marker=".", label=label)
+    frames = len(rows[0]["frame_error"])
+    for start in range(segments.length, frames, segments.frames):
+        ax.axvline(start - 0.5, color="gray", alpha=0.3, lw=0.8)
+    ax.set_xlabel("frame (gray lines: a new segment's first new frame)")
+    ax.set_ylabel("error after the frame's own Sim(3)\n/ diameter")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Each frame's own geometry, mean over {len(rows)} rooms", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _scores(pred: Tensor, truth: Tensor, valid: Tensor, diameter: float) -> tuple[float, float]:
     m = evaluate_pointmaps(pred, truth, valid, align="sim3", max_points=20_000, seed=0)
     return float(m.acc) / diameter, float(m.comp) / diameter
@@ -71,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     add_room_model_arguments(parser, split="test", rooms="0:20")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--plot", help="PNG of the frames' own errors, frame by frame")
     args = parser.parse_args(argv)
     model = model_from_args(args)
+    segments = Segments()
     rows = []
     for room in rooms_from_args(args):
         clip = room_sequence(room, args.frames, split=args.split, stride=args.stride)
-        results = SegmentedReconstructor(model, Segments(), optimize=False).run(clip.images)
+        results = SegmentedReconstructor(model, segments, optimize=False).run(clip.images)
         pred = torch.stack([r.pts3d for r in results]).float()
         diameter = float(bounding_box_diagonal(clip.pts3d[clip.valid]))
         acc, comp = _scores(pred, clip.pts3d, clip.valid, diameter)
@@ -88,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             "room": room, "path": RoomScene.random(scene_seed(args.split, room)).trajectory,
             "acc": acc, "comp": comp, "acc_fitted": acc_fit, "comp_fitted": comp_fit,
             "acc_pairs_fitted": acc_own, "comp_pairs_fitted": comp_own,
+            "frame_error": frame_errors(fitted, clip.pts3d, clip.valid, diameter),
+            "frame_error_pairs": frame_errors(own, clip.pts3d, clip.valid, diameter),
         })  # fmt: skip
     keys = ("acc", "comp", "acc_fitted", "comp_fitted", "acc_pairs_fitted", "comp_pairs_fitted")
     mean = {"room": "mean", "path": ""} | {k: statistics.fmean(r[k] for r in rows) for k in keys}
@@ -105,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(RESULTS, {"model": args.model, "weights": weights, "split": args.split,
                          "frames": args.frames, "stride": args.stride, "rows": rows,
                          "mean": mean})  # fmt: skip
+    if args.plot:
+        plot(rows, segments, Path(args.plot))
     return 0
 
 

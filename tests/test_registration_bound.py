@@ -50,7 +50,9 @@ def test_the_script_scores_each_room_before_and_after_the_fit(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     monkeypatch.setattr(script, "RESULTS", tmp_path / "registration_bound.json")
-    assert script.main(["--rooms", "0:1", "--frames", "6"]) == 0
+    png = tmp_path / "frames.png"
+    assert script.main(["--rooms", "0:1", "--frames", "6", "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
     assert "Acc, frames fitted" in capsys.readouterr().out
     payload = json.loads((tmp_path / "registration_bound.json").read_text())
     (row,) = payload["rows"]
@@ -58,3 +60,15 @@ def test_the_script_scores_each_room_before_and_after_the_fit(
     # Every frame fitted onto its own ground truth: the points lie closer to the true surfaces.
     assert 0 < row["acc_fitted"] < row["acc"] and 0 < row["comp_fitted"] < 1
     assert 0 < row["acc_pairs_fitted"] < 1 and 0 < row["comp_pairs_fitted"] < 1
+    assert len(row["frame_error"]) == len(row["frame_error_pairs"]) == 6
+
+
+def test_frame_errors_are_each_frames_mean_distance_over_the_diameter(script: ModuleType) -> None:
+    truth = torch.zeros(2, 2, 3, 3)
+    valid = torch.ones(2, 2, 3, dtype=torch.bool)
+    valid[1, 0] = False  # three of frame 1's six pixels
+    fitted = truth.clone()
+    fitted[0, ..., 0] = 0.5  # every pixel of frame 0 half a unit off
+    fitted[1, 0] = 7.0  # only invalid pixels of frame 1 off
+    truth[1, 0] = float("nan")  # invalid pixels may hold NaN
+    assert script.frame_errors(fitted, truth, valid, diameter=2.0) == [0.25, 0.0]

@@ -475,3 +475,15 @@ def test_pair_batches_draw_pairs_by_micro_batch_and_rank() -> None:
 def test_pair_settings_are_checked(changes: dict[str, int], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(TINY, **changes)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml")),
+    ids=lambda p: p.name,
+)
+def test_committed_recipes_are_valid_settings(path: Path) -> None:
+    """Every recipe under configs/ reads into a TrainConfig of a registered model."""
+    config = TrainConfig.from_toml(path)
+    assert config.model in list_models()
+    assert config.run_dir is not None  # a recipe writes its curves and resumable state
