@@ -529,15 +529,13 @@ def _run_epochs(
 
 
 def _run_pairs(run: _Run, pairs: PairBatches | None, epoch: int) -> bool:
-    """Train on the pair batches due at the current micro-batch (none without ``pairs``);
-    returns whether the run must stop."""
-    step = run.step
-    while pairs is not None and pairs.is_pair(step.micro_steps):
-        micro = step.micro_steps
-        batch = _augment(pairs.batch(micro), run.config, micro, run.ctx.rank)
-        if run.after_micro_batch(step(batch), epoch):
-            return True
-    return False
+    """Train on the pair batch due at the current micro-batch, if any (``pair_every >= 2``:
+    never two in a row); returns whether the run must stop."""
+    micro = run.step.micro_steps
+    if pairs is None or not pairs.is_pair(micro):
+        return False
+    batch = _augment(pairs.batch(micro), run.config, micro, run.ctx.rank)
+    return run.after_micro_batch(run.step(batch), epoch)
 
 
 def _save(
