@@ -394,11 +394,16 @@ def _frames_per_micro_batch(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def test_pairs_take_every_nth_micro_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pairs_take_every_nth_micro_batch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="spatialmem.training")
     seen = _frames_per_micro_batch(monkeypatch)
     result = train(dataclasses.replace(PAIRS, steps=3, accum_iter=2))
     assert seen == [3, 2, 3, 2, 3, 2]  # every optimiser step: one clip batch, one pair batch
     assert len(result.history) == 3
+    start = next(r.getMessage() for r in caplog.records if "parameters) on" in r.getMessage())
+    assert start.endswith("; 1 micro-batch in 2 of frame pairs up to 3 frames apart")
 
 
 @pytest.mark.parametrize(

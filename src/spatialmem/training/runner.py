@@ -637,7 +637,7 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         elapsed = float(state.get("elapsed_s", 0.0))
     logger.info(
         "training %s (%.2fM parameters) on %d process(es), device %s, amp %s: %d steps, "
-        "%d epoch(s) of %d batch(es), global batch %d",
+        "%d epoch(s) of %d batch(es), global batch %d%s",
         config.model,
         sum(p.numel() for p in model.parameters()) / 1e6,
         ctx.world_size,
@@ -647,6 +647,12 @@ def _train(config: TrainConfig, ctx: DistributedContext) -> TrainResult:
         num_epochs,
         per_epoch,
         config.batch_size * ctx.world_size * config.accum_iter,
+        (
+            f"; 1 micro-batch in {config.pair_every} of frame pairs up to "
+            f"{config.pair_max_interval} frames apart"
+            if pairs is not None
+            else ""
+        ),
     )
     if state is not None:
         logger.info(
