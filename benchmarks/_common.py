@@ -9,6 +9,8 @@ import it as ``from _common import ...`` (the script's folder is on ``sys.path``
 """
 
 import argparse
+import logging
+from typing import Any
 
 from spatialmem.bench.measure import (
     FlopCount,
@@ -45,6 +47,7 @@ __all__ = [
     "matmul_peak",
     "model_from_args",
     "peak_rss",
+    "pyplot_or_none",
     "reset_peak_rss",
     "rooms_from_args",
     "summarize",
@@ -60,7 +63,9 @@ def add_room_model_arguments(parser: argparse.ArgumentParser, *, split: str, roo
     parser.add_argument("--weights", help="a state dict (default: the shipped weights)")
     parser.add_argument("--model", default="spann3r_small_synthetic")
     parser.add_argument("--split", default=split, choices=("train", "val", "test"))
-    parser.add_argument("--rooms", default=rooms, help="FIRST:LAST rooms of the split")
+    parser.add_argument(
+        "--rooms", default=rooms, type=_room_range, help="FIRST:LAST rooms of the split"
+    )
 
 
 def model_from_args(args: argparse.Namespace) -> Spann3R:
@@ -71,7 +76,35 @@ def model_from_args(args: argparse.Namespace) -> Spann3R:
     return model
 
 
-def rooms_from_args(args: argparse.Namespace) -> range:
-    """The room numbers of ``--rooms FIRST:LAST``."""
-    first, last = (int(v) for v in args.rooms.split(":"))
+def _room_range(text: str) -> range:
+    """``--rooms FIRST:LAST`` as the room numbers ``FIRST .. LAST - 1``."""
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected FIRST:LAST (two integers, e.g. 0:20), got {text!r}"
+        ) from None
+    if not 0 <= first < last:
+        raise argparse.ArgumentTypeError(f"expected 0 <= FIRST < LAST, got {text!r}")
     return range(first, last)
+
+
+def rooms_from_args(args: argparse.Namespace) -> range:
+    """The room numbers of ``--rooms FIRST:LAST`` (parsed by the option's type)."""
+    return args.rooms
+
+
+def pyplot_or_none() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` (with a warning) when
+    matplotlib, of the extra ``eval``, is not installed: the scripts' figures are optional."""
+    try:
+        import matplotlib
+    except ImportError:
+        logging.getLogger("benchmarks").warning(
+            "matplotlib is not installed (extra `eval`): no plot"
+        )
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

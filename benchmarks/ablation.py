@@ -65,7 +65,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from _common import cpu_name, default_threads, environment, markdown_table, write_json
+from _common import (
+    cpu_name,
+    default_threads,
+    environment,
+    markdown_table,
+    pyplot_or_none,
+    write_json,
+)
 from spatialmem.data.rooms import RoomScene, room_sequence, scene_seed
 from spatialmem.inference import OnlineReconstructor, SegmentedReconstructor, Segments
 from spatialmem.memory import MemoryConfig, MemoryState, SpatialMemory
@@ -471,13 +478,9 @@ def update_docs(path: Path, block: str) -> None:
 def plot(payload: dict[str, Any], path: Path) -> Path | None:
     """Bar chart of Acc (and, beside it, Comp) per variant: the mean and the median averaged
     over sequences, and every sequence's mean as a dot."""
-    try:
-        import matplotlib
-    except ImportError:
-        logger.warning("matplotlib is not installed (extra `eval`): no plot")
+    plt = pyplot_or_none()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     variants = [v for v in VARIANTS if v.name in payload["variants"]]
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110, sharey=True)

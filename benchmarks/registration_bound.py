@@ -22,7 +22,6 @@ segments' starts marked (needs matplotlib).
 """
 
 import argparse
-import logging
 import statistics
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from _common import (
     add_room_model_arguments,
     markdown_table,
     model_from_args,
+    pyplot_or_none,
     rooms_from_args,
     write_json,
 )
@@ -44,8 +44,6 @@ from spatialmem.metrics import bounding_box_diagonal, evaluate_pointmaps
 from spatialmem.models import Spann3R
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registration_bound.json"
-
-logger = logging.getLogger("registration_bound")
 
 
 def fit_each_frame(pred: Tensor, truth: Tensor, valid: Tensor) -> Tensor:
@@ -77,13 +75,9 @@ def frame_errors(fitted: Tensor, truth: Tensor, valid: Tensor, diameter: float) 
 def plot(rows: list[dict], segments: Segments, path: Path) -> Path | None:
     """The frames' own errors (streamed, and the pair model's), averaged over the rooms, by
     frame, with the first new frame of every segment after the first marked."""
-    try:
-        import matplotlib
-    except ImportError:
-        logger.warning("matplotlib is not installed (extra `eval`): no plot")
+    plt = pyplot_or_none()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.0, 3.6), dpi=110)
     for key, label in (("frame_error", "streamed in segments"),

@@ -72,3 +72,17 @@ def test_frame_errors_are_each_frames_mean_distance_over_the_diameter(script: Mo
     fitted[1, 0] = 7.0  # only invalid pixels of frame 1 off
     truth[1, 0] = float("nan")  # invalid pixels may hold NaN
     assert script.frame_errors(fitted, truth, valid, diameter=2.0) == [0.25, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("rooms", "message"),
+    [("5", "expected FIRST:LAST"), ("a:b", "expected FIRST:LAST"), ("3:1", "0 <= FIRST < LAST")],
+)
+def test_a_bad_room_range_is_one_line_naming_it(
+    script: ModuleType, capsys: pytest.CaptureFixture[str], rooms: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--rooms", rooms])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --rooms" in err and message in err and repr(rooms) in err
